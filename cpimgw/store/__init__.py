@@ -1,0 +1,1 @@
+"""Stores of what must survive a restart (IStore): in memory and SQLite."""
