@@ -19,6 +19,7 @@ map their own addresses to and from these.
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Iterable
 from urllib.parse import quote, unquote_to_bytes
@@ -38,6 +39,10 @@ _DOMAIN_CHARS = frozenset(string.ascii_letters + string.digits + "-.")
 # RFC 2396 uric less the delimiters of the header part.
 _HEADER_SAFE = string.ascii_letters + string.digits + "-_.!~*'()/:@$+,;"
 MAX_URI_LENGTH = 4096
+# RFC 2396 §2.4.3: controls, space and the delimiters never appear unescaped;
+# nor does anything outside US-ASCII.
+_DELIMS = '<>"'
+_BAD_CHAR = re.compile(r'[\x00-\x20\x7f-\U0010ffff<>"]')
 
 
 def _decode(text: str, what: str, offset: int) -> str:
@@ -135,9 +140,14 @@ def parse_uri(text: str, schemes: Iterable[str] = SCHEMES) -> CPIMURI:
     if not colon or scheme_key not in allowed:
         raise URIError(f"expected a {' or '.join(s + ':' for s in allowed)} URI, got {text[:40]!r}", offset=0)
     base = len(scheme) + 1
-    if any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in rest):
-        position = next(i for i, c in enumerate(rest) if ord(c) <= 0x20 or ord(c) >= 0x7F)
-        raise URIError("space, control or non-ASCII character (escape it with %XX)", offset=base + position)
+    bad = _BAD_CHAR.search(rest)
+    if bad is not None:
+        if bad.group() in _DELIMS:
+            raise URIError(
+                f"{bad.group()!r} may not appear in a URI (RFC 2396 §2.4.3; escape it with %XX)",
+                offset=base + bad.start(),
+            )
+        raise URIError("space, control or non-ASCII character (escape it with %XX)", offset=base + bad.start())
     if rest.startswith("//"):
         raise URIError("im: and pres: URIs have no authority part ('//')", offset=base)
     to, question, header_text = rest.partition("?")
@@ -148,6 +158,8 @@ def parse_uri(text: str, schemes: Iterable[str] = SCHEMES) -> CPIMURI:
         user_text, domain = "", to
     elif not user_text:
         raise URIError("empty local part before '@'", offset=base)
+    elif "@" in user_text:
+        raise URIError("unescaped '@' in the local part (write it as %40)", offset=base + user_text.index("@"))
     _check_escapes(user_text, "the local part", base)
     user = _decode(user_text, "the local part", base)
     _check_domain(domain, base + len(user_text) + len(at))
