@@ -172,7 +172,7 @@ class Subscribe:
 
     watcher: CPIMURI
     target: CPIMURI
-    duration: int
+    duration: int = attrs.field()
     subscript_id: str = attrs.field(factory=new_id, validator=_check_id)
     trans_id: str = attrs.field(factory=new_id, validator=_check_id)
     max_forwards: int = attrs.field(default=DEFAULT_MAX_FORWARDS, validator=_check_max_forwards)

@@ -1,0 +1,631 @@
+"""The XMPP adapter: XMPP stanzas <-> CPIM operations on the bus (RFC 3922, RFC 7247/7248/7572).
+
+:class:`XMPPAdapter` is a Twisted service providing ``IAdapter``,
+``IMessaging`` and ``IPresence``.  It attaches to the XMPP world as an
+external component (XEP-0114, :mod:`.component`) and uses the pure
+:mod:`.mapping` both ways.  Addressing (:mod:`.addresses`): users of other
+networks are JIDs under the gateway domain, the foreign address XEP-0106
+escaped in the localpart (``bob\\40sip.example@gw.xmpp.example``); the XMPP
+users' own domains are the adapter's ``domains``.
+
+Messages (RFC 3922 §4, RFC 7572): an XMPP ``<message/>`` becomes a ``Message``
+dispatched on the bus; a failure ``Response`` is answered with the RFC 7247
+§7 stanza error, a success with a local XEP-0184 receipt when one was asked
+for.  ``deliver(Message)`` sends the stanza and answers ``indeterminant``
+(XMPP gives no delivery result) unless an error bounce arrives within
+``bounce_wait`` seconds; with the server away it answers ``failure``
+(``service-unavailable``) at once: nothing is queued silently.
+
+Presence (RFC 3922 §5-6, RFC 7248 §3-6):
+
+================================  ============================================
+XMPP -> bus                       bus -> XMPP
+================================  ============================================
+available / unavailable           ``Publish`` (one PIDF tuple per resource;
+                                  unchanged presence is not re-published)
+``subscribe`` to a foreign user   ``Subscribe`` (duration ``subscription_
+                                  duration``, refreshed before it ends); a
+                                  failure answers ``unsubscribed``
+``unsubscribe``                   ``Subscribe`` duration 0 (cancel), then
+                                  ``unsubscribed`` back to the user
+``probe``                         ``Subscribe`` duration 0, new SubscriptID
+                                  (fetch)
+``subscribed`` / ``unsubscribed`` the pending ``deliver(Subscribe)`` answers
+from the XMPP user                success / failure forbidden; a revoke later
+                                  is a terminated ``Notify`` (rejected)
+``deliver(Subscribe)``            ``subscribe`` (``unsubscribe`` to cancel,
+                                  ``probe`` to fetch) from the foreign JID
+``deliver(Notify)``               ``subscribed`` on the first active notify,
+                                  then one ``<presence/>`` per tuple;
+                                  terminated: ``unsubscribed`` (rejected,
+                                  noresource) or ``unavailable``
+================================  ============================================
+
+Service discovery (XEP-0030), ping (XEP-0199) and software version (XEP-0092)
+are answered for the gateway domain and every JID under it; any other IQ
+gets ``service-unavailable``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Mapping
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.xmlstream import XMPPHandler
+from twisted.words.xish import domish
+from zope.interface import implementer
+
+import cpimgw
+from cpimgw.adapters.xmpp import mapping
+from cpimgw.adapters.xmpp.addresses import AddressMap
+from cpimgw.adapters.xmpp.component import ComponentConnection, NotConnected
+from cpimgw.adapters.xmpp.errors import condition_for_stanza_error, sip_status_for_stanza_error, stanza_error_for_condition
+from cpimgw.adapters.xmpp.hardening import StreamLimits, StreamStats
+from cpimgw.cpim.errors import ConfigError, NotUnderstoodError, ParseError
+from cpimgw.cpim.operations import (
+    Condition,
+    Message,
+    Notify,
+    Publish,
+    Response,
+    Status,
+    Subscribe,
+    SubscriptionState,
+    TerminationReason,
+    failure,
+    indeterminant,
+    new_id,
+    success,
+)
+from cpimgw.cpim.pidf import TimestampSource
+from cpimgw.cpim.uri import CPIMURI
+from cpimgw.interfaces import IAdapter, IMessaging, IPresence
+
+log = Logger()
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_PING = "urn:xmpp:ping"
+NS_VERSION = "jabber:iq:version"
+FEATURES = (
+    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION,
+    mapping.NS_CHATSTATES, mapping.NS_RECEIPTS, mapping.NS_XHTML_IM, mapping.NS_SID,
+)
+
+#: The embedded default settings (also the ``[adapters.xmpp]`` table of conf/cpimgw.toml).
+DEFAULTS: dict[str, Any] = {
+    "mode": "component",
+    "domain": "gw.localhost",
+    "xmpp_domains": ["localhost"],
+    "host": "127.0.0.1",
+    "port": 5347,
+    "secret": "s3cret",
+    "max_stanza_size": 65536,
+    "max_rate": 0,
+    "initial_delay": 1.0,
+    "max_delay": 60.0,
+    "message_type": "normal",
+    "carry_cpim": True,
+    "subscription_duration": 86400,
+    "subscribe_wait": 30.0,
+    "bounce_wait": 1.0,
+}
+MODES = ("component",)
+
+
+@attrs.frozen
+class XMPPSettings:
+    """The validated settings of one XMPP adapter (see :data:`DEFAULTS` for each meaning)."""
+
+    mode: str
+    domain: str
+    xmpp_domains: tuple[str, ...]
+    host: str
+    port: int
+    secret: str
+    max_stanza_size: int
+    max_rate: int
+    initial_delay: float
+    max_delay: float
+    message_type: str
+    carry_cpim: bool
+    subscription_duration: int
+    subscribe_wait: float
+    bounce_wait: float
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> "XMPPSettings":
+        """Validate ``settings`` merged over :data:`DEFAULTS`; :class:`ConfigError` names the key."""
+        merged = dict(DEFAULTS)
+        merged.update(settings)
+        unknown = set(merged) - set(DEFAULTS) - {"enabled"}
+        if unknown:
+            raise ConfigError(f"unknown setting (known: {', '.join(DEFAULTS)})", key=f"adapters.xmpp.{sorted(unknown)[0]}")
+
+        def need(key: str, kind: Any, check: Any = lambda v: True, what: str = "") -> Any:
+            value = merged[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or not check(value):
+                raise ConfigError(f"must be {what or kind.__name__}, not {value!r}", key=f"adapters.xmpp.{key}")
+            return value
+
+        domains = merged["xmpp_domains"]
+        if isinstance(domains, str) or not all(isinstance(d, str) and d for d in domains):
+            raise ConfigError("must be a list of domain names", key="adapters.xmpp.xmpp_domains")
+        return cls(
+            mode=need("mode", str, lambda v: v in MODES, " or ".join(MODES)),
+            domain=need("domain", str, bool, "a domain name").lower(),
+            xmpp_domains=tuple(d.lower() for d in domains),
+            host=need("host", str, bool, "a host name or address"),
+            port=need("port", int, lambda v: 0 < v < 65536, "a port number"),
+            secret=need("secret", str, bool, "a non-empty secret"),
+            max_stanza_size=need("max_stanza_size", int, lambda v: 10000 <= v <= 262144, "10000 to 262144 octets"),
+            max_rate=need("max_rate", int, lambda v: v >= 0, "octets per second (0: unlimited)"),
+            initial_delay=need("initial_delay", float, lambda v: v > 0, "seconds > 0"),
+            max_delay=need("max_delay", float, lambda v: v > 0, "seconds > 0"),
+            message_type=need("message_type", str, lambda v: v in ("normal", "chat", "headline"), "normal, chat or headline"),
+            carry_cpim=need("carry_cpim", bool),
+            subscription_duration=need("subscription_duration", int, lambda v: 60 <= v <= 2**31 - 1, "60 or more seconds"),
+            subscribe_wait=need("subscribe_wait", float, lambda v: v > 0, "seconds > 0"),
+            bounce_wait=need("bounce_wait", float, lambda v: v >= 0, "seconds >= 0"),
+        )
+
+
+class _Handler(XMPPHandler):
+    """Routes the stanzas of the current stream to the adapter."""
+
+    def __init__(self, adapter: "XMPPAdapter") -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def connectionInitialized(self) -> None:  # noqa: N802 - Twisted's name
+        self.xmlstream.addObserver("/message", self.adapter.on_message)
+        self.xmlstream.addObserver("/presence", self.adapter.on_presence)
+        self.xmlstream.addObserver("/iq", self.adapter.on_iq)
+
+
+def _key(uri: CPIMURI) -> tuple[str, str]:
+    return uri.principal()
+
+
+@implementer(IAdapter, IMessaging, IPresence)
+class XMPPAdapter(MultiService):
+    """The XMPP side of the gateway (see the module docstring for the mapping)."""
+
+    def __init__(self, name: str, bus: Any, settings: XMPPSettings, *, connection: Any = None) -> None:
+        super().__init__()
+        self.name = name
+        self.setName(name)
+        self.bus = bus
+        self.reactor = bus.reactor
+        self.settings = settings
+        self.domains = tuple(settings.xmpp_domains)
+        self.addresses = AddressMap(settings.domain, settings.xmpp_domains)
+        self.stats = StreamStats()
+        self.counters: dict[str, int] = {}
+        self.timestamps = TimestampSource()
+        if connection is None:
+            connection = ComponentConnection(
+                self.reactor, settings.host, settings.port, settings.domain, settings.secret,
+                limits=StreamLimits(max_stanza_size=settings.max_stanza_size, max_rate=settings.max_rate),
+                stats=self.stats,
+                initial_delay=settings.initial_delay,
+                max_delay=settings.max_delay,
+            )
+        self.connection = connection
+        self.namespace = getattr(connection, "namespace", mapping.NS_COMPONENT)
+        _Handler(self).setHandlerParent(connection)
+        connection.setServiceParent(self)
+        # XMPP user -> foreign target: (watcher key, target key) -> SubscriptID, refresh call
+        self.outbound: dict[tuple, tuple[str, Subscribe, Any]] = {}
+        self.confirmed: set[tuple] = set()
+        # foreign watcher -> XMPP user: (watcher key, target key) -> SubscriptID
+        self.inbound: dict[tuple, str] = {}
+        self.pending: dict[tuple, tuple[Deferred, Any, Subscribe]] = {}
+        self.bounces: dict[str, tuple[Deferred, Any, Message]] = {}
+        self.last_presence: dict[str, str] = {}
+        self.sent_resources: dict[tuple, set[str]] = {}
+
+    # -- helpers ---------------------------------------------------------
+
+    def count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.connection.connected)
+
+    def send(self, stanza: domish.Element) -> None:
+        """Send a stanza now; raise :class:`NotConnected` when the server is away."""
+        self.connection.send(stanza)
+
+    def _send_quietly(self, stanza: domish.Element) -> None:
+        try:
+            self.send(stanza)
+        except NotConnected:
+            self.count("dropped-disconnected")
+            log.warn("XMPP stanza not sent, the server is away: {xml}", xml=stanza.toXml()[:200])
+
+    def _now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.timezone.utc).replace(microsecond=0)
+
+    def _answer_error(self, stanza: domish.Element, condition: str, error_type: str, text: str = "") -> None:
+        if stanza.getAttribute("type") == "error":
+            return  # never answer an error with an error (RFC 6120 §8.3.1)
+        self._send_quietly(mapping.error_reply(stanza, condition, error_type, text))
+
+    def stopService(self) -> Any:  # noqa: N802 - Twisted's name
+        for key, (deferred, call, operation) in list(self.pending.items()):
+            if call.active():
+                call.cancel()
+            deferred.callback(indeterminant(operation, "the XMPP adapter stopped before an answer"))
+        self.pending.clear()
+        for message_id, (deferred, call, operation) in list(self.bounces.items()):
+            if call.active():
+                call.cancel()
+            deferred.callback(indeterminant(operation, "sent; XMPP gives no delivery result"))
+        self.bounces.clear()
+        for _, _, call in self.outbound.values():
+            if call is not None and call.active():
+                call.cancel()
+        return super().stopService()
+
+    # -- inbound messages ------------------------------------------------
+
+    def on_message(self, stanza: domish.Element) -> None:
+        if stanza.getAttribute("type") == "error":
+            self._on_bounce(stanza)
+            return
+        try:
+            operation = mapping.message_to_cpim(stanza, self.addresses, now=self._now(), origin=self.name)
+        except mapping.StanzaError as error:
+            self.count("message-refused")
+            log.info("XMPP message refused ({condition}): {reason}", condition=error.condition, reason=error.reason)
+            self._answer_error(stanza, error.condition, "modify", error.reason)
+            return
+        self.count("message-in")
+        self.bus.dispatch(operation).addCallback(self._message_answered, stanza, operation)
+
+    def _message_answered(self, response: Response, stanza: domish.Element, operation: Message) -> None:
+        if response.status is Status.FAILURE:
+            condition, error_type = stanza_error_for_condition(response.condition, response.native_code)
+            self._answer_error(stanza, condition, error_type, response.reason)
+            return
+        if response.status is Status.SUCCESS and stanza.getAttribute("id"):
+            if any(c.uri == mapping.NS_RECEIPTS and c.name == "request" for c in stanza.elements()):
+                receipt = domish.Element((self.namespace, "message"))
+                receipt["from"] = stanza["to"]
+                receipt["to"] = stanza["from"]
+                receipt.addElement((mapping.NS_RECEIPTS, "received"))["id"] = stanza["id"]
+                self._send_quietly(receipt)
+
+    def _on_bounce(self, stanza: domish.Element) -> None:
+        condition, text = mapping.stanza_error_condition(stanza)
+        self.count("message-bounce")
+        entry = self.bounces.pop(stanza.getAttribute("id") or "", None)
+        if entry is None:
+            log.info("XMPP error {condition} for an unknown message {id}", condition=condition, id=stanza.getAttribute("id"))
+            return
+        deferred, call, operation = entry
+        if call.active():
+            call.cancel()
+        bare = JID(stanza["from"]).resource is None if stanza.getAttribute("from") else True
+        deferred.callback(
+            failure(operation, condition_for_stanza_error(condition), text or condition,
+                    native_code=sip_status_for_stanza_error(condition, bare=bare))
+        )
+
+    # -- deliver ---------------------------------------------------------
+
+    def deliver(self, operation: Any) -> Deferred[Response]:
+        """Take one operation from the bus to XMPP (``Message``, ``Subscribe``, ``Notify``)."""
+        try:
+            if isinstance(operation, Message):
+                return self._deliver_message(operation)
+            if isinstance(operation, Subscribe):
+                return self._deliver_subscribe(operation)
+            if isinstance(operation, Notify):
+                return succeed(self._deliver_notify(operation))
+        except NotConnected as error:
+            self.count("refused-disconnected")
+            return succeed(failure(operation, Condition.SERVICE_UNAVAILABLE, str(error)))
+        except ParseError as error:
+            return succeed(failure(operation, Condition.BAD_REQUEST, error.describe()))
+        return succeed(failure(operation, Condition.UNSUPPORTED, f"XMPP takes no {type(operation).__name__}"))
+
+    def _deliver_message(self, operation: Message) -> Deferred[Response]:
+        if not self.connected:
+            raise NotConnected(f"the XMPP server {self.settings.host}:{self.settings.port} is not connected")
+        try:
+            stanza = mapping.cpim_to_message(
+                operation, self.addresses, namespace=self.namespace,
+                default_type=None if self.settings.message_type == "normal" else self.settings.message_type,
+                carry_cpim=self.settings.carry_cpim and operation.origin != self.name,
+            )
+        except NotUnderstoodError as error:
+            return succeed(failure(operation, Condition.UNSUPPORTED, error.describe(), native_code=420))
+        except ParseError as error:
+            return succeed(failure(operation, Condition.UNSUPPORTED_MEDIA, error.describe()))
+        self.send(stanza)
+        self.count("message-out")
+        if self.settings.bounce_wait <= 0:
+            return succeed(indeterminant(operation, "sent; XMPP gives no delivery result"))
+        deferred: Deferred[Response] = Deferred()
+        stanza_id = stanza["id"]
+
+        def quiet() -> None:
+            if self.bounces.pop(stanza_id, None) is not None:
+                deferred.callback(indeterminant(operation, "sent; XMPP gives no delivery result"))
+
+        self.bounces[stanza_id] = (deferred, self.reactor.callLater(self.settings.bounce_wait, quiet), operation)
+        return deferred
+
+    def _deliver_subscribe(self, operation: Subscribe) -> Deferred[Response]:
+        watcher = self.addresses.uri_to_jid(operation.watcher)
+        target = self.addresses.uri_to_jid(operation.target)
+        key = (_key(operation.watcher), _key(operation.target))
+        if operation.duration == 0:
+            if self.inbound.get(key) == operation.subscript_id:
+                del self.inbound[key]
+                self.send(mapping.simple_presence(watcher, target, "unsubscribe", namespace=self.namespace))
+            else:
+                self.send(mapping.simple_presence(watcher, target, "probe", namespace=self.namespace))
+            return succeed(success(operation, duration=0))
+        self.send(mapping.simple_presence(watcher, target, "subscribe", stanza_id=operation.trans_id, namespace=self.namespace))
+        self.inbound[key] = operation.subscript_id
+        previous = self.pending.pop(key, None)
+        if previous is not None:
+            if previous[1].active():
+                previous[1].cancel()
+            previous[0].callback(indeterminant(previous[2], "superseded by a new subscribe"))
+        deferred: Deferred[Response] = Deferred()
+
+        def waited() -> None:
+            entry = self.pending.pop(key, None)
+            if entry is not None:
+                entry[0].callback(indeterminant(operation, "the XMPP user has not answered yet"))
+
+        self.pending[key] = (deferred, self.reactor.callLater(self.settings.subscribe_wait, waited), operation)
+        return deferred
+
+    def _deliver_notify(self, operation: Notify) -> Response:
+        watcher = self.addresses.uri_to_jid(operation.watcher)
+        target_bare = self.addresses.uri_to_jid(operation.target)
+        key = (_key(operation.watcher), _key(operation.target))
+        if operation.state is SubscriptionState.TERMINATED and operation.presence is not None and key not in self.outbound:
+            # The single notify of a fetch (an XMPP probe): the state, once.
+            document = mapping.read_pidf(operation.presence)
+            for stanza in mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
+                                                    namespace=self.namespace):
+                self.send(stanza)
+            return success(operation)
+        if operation.state is SubscriptionState.TERMINATED:
+            sent = self.sent_resources.pop(key, set())
+            if operation.reason in (TerminationReason.REJECTED, TerminationReason.NORESOURCE, TerminationReason.INVARIANT):
+                self._forget_outbound(key)
+                self.confirmed.discard(key)
+                self.send(mapping.simple_presence(target_bare, watcher, "unsubscribed", namespace=self.namespace))
+            else:
+                for resource in sent or {None}:
+                    source = self.addresses.uri_to_jid(operation.target, resource)
+                    self.send(mapping.simple_presence(source, watcher, "unavailable", namespace=self.namespace))
+            return success(operation)
+        if operation.state is SubscriptionState.ACTIVE and key not in self.confirmed and key in self.outbound:
+            self.send(mapping.simple_presence(target_bare, watcher, "subscribed", namespace=self.namespace))
+            self.confirmed.add(key)
+        if operation.presence is None:
+            return success(operation)
+        document = mapping.read_pidf(operation.presence)
+        stanzas = mapping.pidf_to_presences(document, operation.target, watcher, self.addresses, namespace=self.namespace)
+        now_sent = set()
+        for stanza in stanzas:
+            self.send(stanza)
+            resource = JID(stanza["from"]).resource
+            if stanza.getAttribute("type") != "unavailable" and resource:
+                now_sent.add(resource)
+        for resource in self.sent_resources.get(key, set()) - now_sent:
+            if not any(JID(s["from"]).resource == resource for s in stanzas):
+                source = self.addresses.uri_to_jid(operation.target, resource)
+                self.send(mapping.simple_presence(source, watcher, "unavailable", namespace=self.namespace))
+        self.sent_resources[key] = now_sent
+        self.count("presence-out")
+        return success(operation)
+
+    # -- inbound presence ------------------------------------------------
+
+    def on_presence(self, stanza: domish.Element) -> None:
+        kind = mapping.presence_type(stanza)
+        try:
+            if kind in ("available", "unavailable"):
+                self._on_availability(stanza, kind)
+            elif kind in ("subscribe", "unsubscribe", "probe", "subscribed", "unsubscribed"):
+                self._on_subscription(stanza, kind)
+            elif kind == "error":
+                self._on_presence_error(stanza)
+            else:
+                raise mapping.StanzaError(f"unknown presence type {kind!r}", "bad-request")
+        except mapping.StanzaError as error:
+            self.count("presence-refused")
+            log.info("XMPP presence refused ({condition}): {reason}", condition=error.condition, reason=error.reason)
+            self._answer_error(stanza, error.condition, "modify", error.reason)
+        except ParseError as error:
+            self.count("presence-refused")
+            self._answer_error(stanza, "jid-malformed", "modify", error.describe())
+
+    def _on_availability(self, stanza: domish.Element, kind: str) -> None:
+        sender = stanza.getAttribute("from") or ""
+        signature = kind + "".join(child.toXml() for child in stanza.elements())
+        if self.last_presence.get(sender) == signature:
+            self.count("presence-unchanged")
+            return
+        entity, resource, content = mapping.presence_to_pidf(
+            stanza, self.addresses, timestamp=self.timestamps(self.reactor.seconds())
+        )
+        if kind == "unavailable":
+            self.last_presence.pop(sender, None)
+        else:
+            self.last_presence[sender] = signature
+        self.count("presence-in")
+        self.bus.dispatch(Publish(entity, content, origin=self.name, instance=resource))
+
+    def _jids(self, stanza: domish.Element) -> tuple[CPIMURI, CPIMURI, JID, JID]:
+        sender = mapping._jid_attr(stanza, "from")
+        recipient = mapping._jid_attr(stanza, "to")
+        return (self.addresses.jid_to_uri(sender, "pres")[0], self.addresses.jid_to_uri(recipient, "pres")[0],
+                sender, recipient)
+
+    def _on_subscription(self, stanza: domish.Element, kind: str) -> None:
+        sender_uri, recipient_uri, sender, recipient = self._jids(stanza)
+        if kind in ("subscribe", "unsubscribe", "probe"):
+            # An XMPP user (sender) about a foreign presentity (recipient).
+            key = (_key(sender_uri), _key(recipient_uri))
+            if kind == "subscribe":
+                self._subscribe_out(key, sender_uri, recipient_uri, stanza.getAttribute("id"), stanza)
+            elif kind == "unsubscribe":
+                entry = self.outbound.get(key)
+                subscript_id = entry[0] if entry else new_id()
+                self._forget_outbound(key)
+                self.confirmed.discard(key)
+                self.bus.dispatch(Subscribe(sender_uri, recipient_uri, 0, subscript_id=subscript_id, origin=self.name))
+                self._send_quietly(mapping.simple_presence(recipient.userhostJID(), sender.userhostJID(), "unsubscribed",
+                                                           namespace=self.namespace))
+            else:
+                self.bus.dispatch(Subscribe(sender_uri, recipient_uri, 0, origin=self.name))
+            return
+        # subscribed / unsubscribed: an XMPP user (sender) answers a foreign watcher (recipient).
+        key = (_key(recipient_uri), _key(sender_uri))
+        pending = self.pending.pop(key, None)
+        if pending is not None:
+            deferred, call, operation = pending
+            if call.active():
+                call.cancel()
+            if kind == "subscribed":
+                deferred.callback(success(operation, "approved by the XMPP user", duration=operation.duration))
+            else:
+                self.inbound.pop(key, None)
+                deferred.callback(failure(operation, Condition.FORBIDDEN, "refused by the XMPP user"))
+            return
+        if kind == "unsubscribed" and key in self.inbound:
+            subscript_id = self.inbound.pop(key)
+            self.bus.dispatch(Notify(recipient_uri, sender_uri, None, subscript_id=subscript_id,
+                                     state=SubscriptionState.TERMINATED, reason=TerminationReason.REJECTED,
+                                     origin=self.name))
+
+    def _subscribe_out(self, key: tuple, watcher: CPIMURI, target: CPIMURI, stanza_id: str | None,
+                       stanza: domish.Element | None) -> None:
+        entry = self.outbound.get(key)
+        if entry is None:
+            # A subscription the store kept across a restart keeps its SubscriptID.
+            records = self.bus.presence.subscriptions_of(target)
+            records.addCallback(self._reuse_id, key, watcher, target, stanza_id, stanza)
+            records.addErrback(lambda reason: self._subscribe_with(key, watcher, target, stanza_id, stanza, new_id()))
+            return
+        if entry[2] is not None and entry[2].active():
+            entry[2].cancel()
+        self._subscribe_with(key, watcher, target, stanza_id, stanza, entry[0])
+
+    def _reuse_id(self, records: list, key: tuple, watcher: CPIMURI, target: CPIMURI, stanza_id: str | None,
+                  stanza: Any) -> None:
+        mine = str(CPIMURI("pres", watcher.user, watcher.domain_key))
+        found = [r.subscript_id for r in records if getattr(r, "watcher", None) == mine]
+        self._subscribe_with(key, watcher, target, stanza_id, stanza, found[0] if found else new_id())
+
+    def _subscribe_with(self, key: tuple, watcher: CPIMURI, target: CPIMURI, stanza_id: str | None,
+                        stanza: Any, subscript_id: str) -> None:
+        trans_id = stanza_id if stanza_id and len(stanza_id) <= 160 else new_id()
+        operation = Subscribe(watcher, target, self.settings.subscription_duration, subscript_id=subscript_id,
+                              trans_id=trans_id, origin=self.name)
+        self.outbound[key] = (subscript_id, operation, None)
+        self.count("subscribe-in")
+        self.bus.dispatch(operation).addCallback(self._subscribe_answered, key, operation, stanza)
+
+    def _subscribe_answered(self, response: Response, key: tuple, operation: Subscribe, stanza: Any) -> None:
+        if response.status is Status.FAILURE:
+            self._forget_outbound(key)
+            watcher = self.addresses.uri_to_jid(operation.watcher)
+            target = self.addresses.uri_to_jid(operation.target)
+            log.info("subscription of {w} to {t} refused: {r}", w=str(operation.watcher), t=str(operation.target),
+                     r=response.reason)
+            self._send_quietly(mapping.simple_presence(target, watcher, "unsubscribed", namespace=self.namespace))
+            return
+        if key not in self.outbound:
+            return
+        duration = response.duration or operation.duration
+        call = self.reactor.callLater(max(30.0, duration * 0.9), self._refresh, key)
+        self.outbound[key] = (operation.subscript_id, operation, call)
+
+    def _refresh(self, key: tuple) -> None:
+        entry = self.outbound.get(key)
+        if entry is None:
+            return
+        operation = entry[1]
+        self._subscribe_out(key, operation.watcher, operation.target, None, None)
+
+    def _forget_outbound(self, key: tuple) -> None:
+        entry = self.outbound.pop(key, None)
+        if entry is not None and entry[2] is not None and entry[2].active():
+            entry[2].cancel()
+
+    def _on_presence_error(self, stanza: domish.Element) -> None:
+        condition, text = mapping.stanza_error_condition(stanza)
+        self.count("presence-error")
+        try:
+            sender_uri, recipient_uri, _, _ = self._jids(stanza)
+        except ParseError:
+            return
+        key = (_key(recipient_uri), _key(sender_uri))
+        pending = self.pending.pop(key, None)
+        if pending is not None:
+            deferred, call, operation = pending
+            if call.active():
+                call.cancel()
+            self.inbound.pop(key, None)
+            deferred.callback(failure(operation, condition_for_stanza_error(condition), text or condition,
+                                      native_code=sip_status_for_stanza_error(condition, bare=True)))
+
+    # -- IQ: disco, ping, version ----------------------------------------
+
+    def on_iq(self, iq: domish.Element) -> None:
+        kind = iq.getAttribute("type")
+        if kind not in ("get", "set"):
+            return
+        to = iq.getAttribute("to") or self.settings.domain
+        child = next(iter(iq.elements()), None)
+        reply = domish.Element((self.namespace, "iq"))
+        reply["type"] = "result"
+        reply["from"] = to
+        if iq.getAttribute("from"):
+            reply["to"] = iq["from"]
+        if iq.getAttribute("id"):
+            reply["id"] = iq["id"]
+        if kind == "get" and child is not None and child.uri == NS_PING and child.name == "ping":
+            pass
+        elif kind == "get" and child is not None and child.uri == NS_DISCO_INFO and child.name == "query":
+            query = reply.addElement((NS_DISCO_INFO, "query"))
+            if child.getAttribute("node"):
+                query["node"] = child["node"]
+            identity = query.addElement("identity")
+            if JID(to).user:
+                identity["category"], identity["type"], identity["name"] = "client", "pc", "remote user via cpimgw"
+            else:
+                identity["category"], identity["type"], identity["name"] = "gateway", "cpim", "cpimgw CPIM gateway"
+            for feature in FEATURES:
+                query.addElement("feature")["var"] = feature
+        elif kind == "get" and child is not None and child.uri == NS_DISCO_ITEMS and child.name == "query":
+            query = reply.addElement((NS_DISCO_ITEMS, "query"))
+            if child.getAttribute("node"):
+                query["node"] = child["node"]
+        elif kind == "get" and child is not None and child.uri == NS_VERSION and child.name == "query":
+            query = reply.addElement((NS_VERSION, "query"))
+            query.addElement("name", content="cpimgw")
+            query.addElement("version", content=getattr(cpimgw, "__version__", "0.1.0"))
+        else:
+            self._answer_error(iq, "service-unavailable", "cancel")
+            return
+        self._send_quietly(reply)

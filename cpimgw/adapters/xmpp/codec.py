@@ -1,0 +1,146 @@
+"""The single-stanza XMPP codec for ``cpimgw parse xmpp`` and ``cpimgw translate`` (INativeCodec).
+
+``parse`` reads one ``<message/>``, ``<presence/>`` or ``<iq/>`` (namespace
+``jabber:client`` unless it declares its own) through the hardened parser
+(:mod:`.hardening`: no DOCTYPE, 64 KiB cap) and returns its JSON form;
+``to_operation`` maps it with :mod:`.mapping` (a message to ``Message``, an
+available/unavailable presence to ``Publish``, subscribe/unsubscribe/probe
+to ``Subscribe``); ``from_operation`` maps a ``Message``, ``Notify``,
+``Publish`` or ``Subscribe`` to stanza octets (several presences, one per
+PIDF tuple, are separated by a newline).
+
+Addresses follow :mod:`.addresses` with the embedded default gateway domain
+(``gw.localhost``): a JID under it is a user of another network; any other
+JID is an XMPP user.  For ``from_operation`` the destination's domain is
+taken as the XMPP domain, except for a message that left XMPP (it carries
+``XMPP.*`` headers), whose sender is the XMPP user.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from cpimgw.adapters.xmpp import mapping
+from cpimgw.adapters.xmpp.addresses import AddressMap
+from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
+from cpimgw.cpim.errors import ParseError
+from cpimgw.cpim.operations import Message, Notify, Operation, Publish, Subscribe
+from cpimgw.cpim.pidf import timestamp_now
+
+DEFAULT_GATEWAY = "gw.localhost"
+
+
+class XMPPParseError(ParseError):
+    syntax = "xmpp"
+
+
+def read_stanza(data: bytes, limits: StreamLimits = StreamLimits()) -> domish.Element:
+    """One stanza from ``data`` through the hardened parser; :class:`XMPPParseError` otherwise."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise XMPPParseError("a stanza is bytes")
+    data = bytes(data).strip()
+    if data.startswith(b"<?xml"):
+        end = data.find(b"?>")
+        data = data[end + 2 :].lstrip() if end != -1 else data
+    stream = HardenedElementStream(limits)
+    found: list[domish.Element] = []
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = found.append
+    stream.DocumentEndEvent = lambda: None
+    try:
+        stream.parse(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+        stream.parse(data)
+    except StreamRejected as error:
+        raise XMPPParseError(f"<{error.condition}/>: {error.reason}") from None
+    if stream.currElem is not None or len(found) != 1:
+        raise XMPPParseError(f"expected exactly one complete stanza, found {len(found)}")
+    stanza = found[0]
+    if stanza.name not in ("message", "presence", "iq"):
+        raise XMPPParseError(f"<{stanza.name}/> is not a stanza (message, presence or iq)")
+    return stanza
+
+
+def element_dict(element: domish.Element) -> dict[str, Any]:
+    """A JSON-friendly view of an element: name, namespace, attributes, text, children."""
+    attributes = {}
+    for key, value in element.attributes.items():
+        name = f"xml:{key[1]}" if isinstance(key, tuple) and key[0] == mapping.NS_XML else (
+            f"{{{key[0]}}}{key[1]}" if isinstance(key, tuple) else key)
+        attributes[name] = value
+    result: dict[str, Any] = {"name": element.name, "namespace": element.uri, "attributes": attributes}
+    text = "".join(str(c) for c in element.children if isinstance(c, str))
+    if text.strip():
+        result["text"] = text
+    children = [element_dict(child) for child in element.elements()]
+    if children:
+        result["children"] = children
+    return result
+
+
+class XMPPCodec:
+    """``xmpp``: one XMPP stanza."""
+
+    name = "xmpp"
+
+    def __init__(self, gateway_domain: str = DEFAULT_GATEWAY) -> None:
+        self.gateway_domain = gateway_domain
+
+    def parse(self, data: bytes) -> dict[str, Any]:
+        return element_dict(read_stanza(data))
+
+    def to_operation(self, data: bytes) -> Operation:
+        stanza = read_stanza(data)
+        addresses = AddressMap(self.gateway_domain)
+        try:
+            if stanza.name == "message":
+                return mapping.message_to_cpim(
+                    stanza, addresses, now=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+                    origin="xmpp")
+            if stanza.name == "presence":
+                kind = mapping.presence_type(stanza)
+                if kind in ("available", "unavailable"):
+                    entity, resource, content = mapping.presence_to_pidf(
+                        stanza, addresses, timestamp=timestamp_now(time.time()))
+                    return Publish(entity, content, origin="xmpp", instance=resource)
+                if kind in ("subscribe", "unsubscribe", "probe"):
+                    watcher, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "from"), "pres")
+                    target, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "to"), "pres")
+                    return Subscribe(watcher, target, 86400 if kind == "subscribe" else 0, origin="xmpp")
+                raise XMPPParseError(f"a presence of type {kind} has no CPIM operation")
+        except mapping.StanzaError as error:
+            raise XMPPParseError(f"<{error.condition}/>: {error.reason}") from None
+        raise XMPPParseError("an <iq/> has no CPIM operation")
+
+    def from_operation(self, operation: Operation) -> bytes:
+        if isinstance(operation, Message):
+            # A message that left XMPP (it has XMPP.* headers) goes back from its XMPP sender;
+            # any other goes to an XMPP user at its destination's domain.
+            from_xmpp = operation.content.media_type == "message/cpim" and mapping.NS_XMPP.encode() in operation.content.body
+            domain = operation.source.domain_key if from_xmpp else operation.destination.domain_key
+            addresses = AddressMap(self.gateway_domain, (domain,))
+            return mapping.cpim_to_message(operation, addresses, carry_cpim=False).toXml().encode("utf-8")
+        if isinstance(operation, Subscribe):
+            addresses = AddressMap(self.gateway_domain, (operation.target.domain_key,))
+            kind = "subscribe" if operation.duration else "unsubscribe"
+            return mapping.simple_presence(
+                addresses.uri_to_jid(operation.watcher), addresses.uri_to_jid(operation.target), kind,
+                stanza_id=operation.trans_id).toXml().encode("utf-8")
+        if isinstance(operation, (Notify, Publish)):
+            if operation.presence is None:
+                raise XMPPParseError("a notify without a presence document has no XMPP presence")
+            if isinstance(operation, Notify):
+                addresses = AddressMap(self.gateway_domain, (operation.watcher.domain_key,))
+                target, recipient = operation.target, addresses.uri_to_jid(operation.watcher)
+            else:
+                addresses = AddressMap(self.gateway_domain, (operation.presentity.domain_key,))
+                target = operation.presentity
+                recipient = JID(self.gateway_domain)
+            document = mapping.read_pidf(operation.presence)
+            stanzas = mapping.pidf_to_presences(document, target, recipient, addresses)
+            return b"\n".join(s.toXml().encode("utf-8") for s in stanzas)
+        raise XMPPParseError(f"{type(operation).__name__} has no XMPP form")

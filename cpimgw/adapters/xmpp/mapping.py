@@ -1,0 +1,676 @@
+"""Pure mapping between XMPP stanzas and CPIM operations (RFC 3922 §4-6, RFC 7248, RFC 7572).
+
+No sockets, no reactor: stanzas are ``domish.Element`` values, time is passed
+in.  The tables:
+
+Messages, XMPP -> CPIM (RFC 3922 §4.1, RFC 7572 §4), as a ``Message`` whose
+content is a Message/CPIM object built with :func:`cpimgw.cpim.message.build_message`:
+
+=====================================  =====================================================
+XMPP                                   Message/CPIM
+=====================================  =====================================================
+``from`` / ``to`` (resource kept       ``From`` / ``To`` ``<im:...>`` (resource stripped,
+on the side)                           ``Message.source_instance`` / ``destination_instance``)
+``<body/>`` of the stanza's language   encapsulated ``text/plain; charset=utf-8``
+stanza ``xml:lang``                    encapsulated ``Content-Language`` (RFC 7572 §4)
+other ``<body xml:lang=L/>``           ``XMPP.Body;lang=L``
+``<subject xml:lang=L/>``              ``Subject:;lang=L`` (RFC 3922 §4.1.4)
+``type``, ``id``                       ``XMPP.Type``, ``XMPP.Id``
+``<thread parent=P/>``                 ``XMPP.Thread;parent=P``
+XEP-0359 origin-id / stanza-id         ``XMPP.Origin-ID``, ``XMPP.Stanza-ID;by=B``
+                                       (origin-id, else id, is ``Message.message_id``)
+XEP-0085 chat state                    ``XMPP.Chat-State``; without a body the content is
+                                       ``application/im-iscomposing+xml`` (RFC 3994,
+                                       RFC 7573 §7: composing = active, else idle)
+XEP-0184 request / received            ``XMPP.Receipt-Request``, ``XMPP.Receipt-Received``
+XEP-0071 ``<html/>``                   ``XMPP.XHTML-IM`` (the element's XML)
+any other child element                ``XMPP.Element`` (its XML)
+no ``<body/>`` at all                  ``XMPP.No-Body: true``
+(receipt time)                         ``DateTime`` (RFC 3922 §4.1 MAY)
+=====================================  =====================================================
+
+``XMPP`` is the prefix of :data:`NS_XMPP`; a header value that Message/CPIM
+cannot hold as it is (empty, or with a space at either end) is written
+base64 with ``;enc=b64`` (or ``;enc=empty``).  CPIM -> XMPP reads the same
+headers back, so a message that leaves XMPP and comes back is the same
+stanza.  A Message/CPIM object from another protocol is also carried
+unmodified in ``<cpim xmlns='urn:x-cpimgw:xmpp'>`` (base64); an inbound stanza
+that carries one whose ``From`` is its sender yields exactly those octets.
+
+CPIM -> XMPP (RFC 3922 §4.2): ``cc``, ``DateTime`` and ``NS`` are not passed;
+``Require`` naming anything but the ``XMPP.*`` headers fails the message
+(:class:`~cpimgw.cpim.errors.NotUnderstoodError`); only ``text/plain``
+(us-ascii or utf-8) becomes ``<body/>``; ``Content-ID`` becomes ``id`` when
+there is no ``XMPP.Id``.
+
+Presence (RFC 3922 §5, RFC 7248 §5): XMPP presence -> one PIDF tuple per
+resource (``tuple_id_for(resource)``), ``basic`` open/closed, ``<show/>`` as
+``<show xmlns='jabber:client'/>`` in ``<status>``, ``<status/>`` as tuple
+notes, ``<priority/>`` as contact priority n/127 (a negative priority in
+``<priority xmlns='urn:x-cpimgw:xmpp'/>``), other children kept as tuple
+extension elements.  PIDF -> XMPP: one presence per tuple from
+``target/instance``, the same fields back; provisional ``im:im`` and RPID
+activities give a ``<show/>`` when there is no XMPP show.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
+from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
+from cpimgw.cpim.errors import MessageFormatError, NotUnderstoodError, ParseError
+from cpimgw.cpim.message import CPIMMessage, build_message, parse_message, qualified_name
+from cpimgw.cpim.operations import MEDIA_CPIM, MEDIA_PIDF, Content, Message
+from cpimgw.cpim.pidf import (
+    Contact,
+    Extension,
+    Note,
+    PresenceDocument,
+    Status,
+    Tuple,
+    build_pidf,
+    instance_for,
+    parse_pidf,
+    priority_from_xmpp,
+    tuple_id_for,
+    xmpp_priority,
+)
+from cpimgw.cpim.uri import CPIMURI
+
+#: Our namespace: CPIM extension headers (prefix ``XMPP``) and XML elements.
+NS_XMPP = "urn:x-cpimgw:xmpp"
+PREFIX = "XMPP"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
+NS_CLIENT = "jabber:client"
+NS_COMPONENT = "jabber:component:accept"
+NS_SERVER = "jabber:server"
+STANZA_NAMESPACES = (NS_CLIENT, NS_COMPONENT, NS_SERVER)
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+NS_RECEIPTS = "urn:xmpp:receipts"
+NS_SID = "urn:xmpp:sid:0"
+NS_XHTML_IM = "http://jabber.org/protocol/xhtml-im"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_ISCOMPOSING = "urn:ietf:params:xml:ns:im-iscomposing"
+MEDIA_ISCOMPOSING = "application/im-iscomposing+xml"
+CHAT_STATES = ("active", "composing", "paused", "inactive", "gone")
+SHOWS = ("away", "chat", "dnd", "xa")
+#: The XMPP.* headers a Require may name: we understand all of them.
+HEADER_NAMES = (
+    "Type", "Id", "Body", "Thread", "Origin-ID", "Stanza-ID", "Chat-State", "Receipt-Request",
+    "Receipt-Received", "XHTML-IM", "Element", "No-Body", "Subject", "Lang",
+)
+UNDERSTOOD = frozenset(qualified_name(NS_XMPP, name) for name in HEADER_NAMES)
+#: What an XMPP element in a header value or a fragment may weigh.
+FRAGMENT_LIMITS = StreamLimits(max_stanza_size=65536, max_depth=32, max_elements=2000)
+
+# RPID activities / RFC 3922 provisional im:im values -> <show/> (digest §5.3).
+_ACTIVITY_SHOW = {"away": "away", "busy": "dnd", "on-the-phone": "dnd", "meeting": "dnd",
+                  "vacation": "xa", "holiday": "xa", "permanent-absence": "xa", "sleeping": "xa"}
+_IM_SHOW = {"away": "away", "busy": "dnd", "dnd": "dnd", "xa": "xa", "chat": "chat",
+            "extended-away": "xa", "idle": "away"}
+
+
+class StanzaError(ParseError):
+    """A stanza that cannot be mapped; ``condition`` is the stanza error to answer."""
+
+    syntax = "xmpp"
+
+    def __init__(self, reason: str, condition: str = "bad-request", **kw: object) -> None:
+        self.condition = condition
+        super().__init__(reason, **kw)  # type: ignore[arg-type]
+
+
+# -- small helpers ---------------------------------------------------------
+
+
+def lang_of(element: domish.Element) -> str | None:
+    """The element's own ``xml:lang`` (not inherited)."""
+    return element.attributes.get((NS_XML, "lang"))
+
+
+def _children(stanza: domish.Element) -> list[domish.Element]:
+    return [child for child in stanza.elements()]
+
+
+def _is_core(child: domish.Element, stanza: domish.Element, name: str) -> bool:
+    return child.name == name and child.uri in (stanza.uri,) + STANZA_NAMESPACES
+
+
+def _text(element: domish.Element) -> str:
+    return "".join(str(part) for part in element.children if isinstance(part, str))
+
+
+def element_xml(element: domish.Element, default_uri: str = "") -> str:
+    """The element serialised on its own; elements of ``default_uri`` (the stanza's) carry no xmlns."""
+    return element.toXml(defaultUri=default_uri)
+
+
+def parse_fragment(xml: str | bytes, namespace: str = NS_CLIENT) -> domish.Element:
+    """One XML element from text, through the hardened parser (restricted XML, limits)."""
+    if isinstance(xml, str):
+        xml = xml.encode("utf-8")
+    stream = HardenedElementStream(FRAGMENT_LIMITS)
+    found: list[domish.Element] = []
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = found.append
+    stream.DocumentEndEvent = lambda: None
+    try:
+        stream.parse(b"<wrapper xmlns='" + namespace.encode() + b"'>" + xml + b"</wrapper>")
+    except StreamRejected as error:
+        raise StanzaError(f"bad XML element: {error.reason}", "bad-request") from None
+    if len(found) != 1:
+        raise StanzaError(f"expected one XML element, found {len(found)}", "bad-request")
+    found[0].parent = None
+    return found[0]
+
+
+def _encode_value(value: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    if value == "":
+        return "-", (("enc", "empty"),)
+    if value != value.strip(" ") or value[:1] in "\t" or value[-1:] in "\t":
+        return base64.b64encode(value.encode("utf-8")).decode("ascii"), (("enc", "b64"),)
+    return value, ()
+
+
+def _decode_value(value: str, params: Sequence[tuple[str, str]]) -> str:
+    encoding = dict(params).get("enc")
+    if encoding == "empty":
+        return ""
+    if encoding == "b64":
+        try:
+            return base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeError, ValueError):
+            raise StanzaError("an XMPP.* header with enc=b64 is not base64 UTF-8", "bad-request") from None
+    return value
+
+
+def _ext(name: str, value: str, params: Iterable[tuple[str, str]] = ()) -> tuple[str, str, str, str, tuple]:
+    text, encoding = _encode_value(value)
+    return (NS_XMPP, PREFIX, name, text, tuple(params) + encoding)
+
+
+def _jid_attr(stanza: domish.Element, name: str) -> JID:
+    value = stanza.getAttribute(name)
+    if not value:
+        raise StanzaError(f"the {stanza.name} has no '{name}' address", "bad-request")
+    try:
+        return parse_jid(value)
+    except ParseError as error:
+        raise StanzaError(error.reason, "jid-malformed") from None
+
+
+# -- messages: XMPP -> CPIM ------------------------------------------------
+
+
+def _carried_cpim(stanza: domish.Element) -> bytes | None:
+    for child in _children(stanza):
+        if child.uri == NS_XMPP and child.name == "cpim":
+            try:
+                return base64.b64decode(_text(child).encode("ascii"), validate=True)
+            except (binascii.Error, ValueError, UnicodeError):
+                raise StanzaError("the carried message/cpim is not base64", "bad-request") from None
+    return None
+
+
+def message_to_cpim(
+    stanza: domish.Element,
+    addresses: AddressMap,
+    *,
+    now: datetime.datetime | None = None,
+    origin: str = "",
+) -> Message:
+    """Map an XMPP ``<message/>`` to a CPIM ``Message`` (RFC 3922 §4.1).
+
+    :param now: the receipt time for ``DateTime`` (``None``: no DateTime).
+    :raise StanzaError: with the stanza error condition to answer.
+    """
+    sender = _jid_attr(stanza, "from")
+    recipient = _jid_attr(stanza, "to")
+    try:
+        source, source_instance = addresses.jid_to_uri(sender, "im")
+        destination, destination_instance = addresses.jid_to_uri(recipient, "im")
+    except ParseError as error:
+        raise StanzaError(error.reason, "jid-malformed") from None
+    message_id = None
+    extensions: list[tuple] = []
+    stanza_lang = lang_of(stanza)
+    kind = stanza.getAttribute("type")
+    if kind:
+        extensions.append(_ext("Type", kind))
+    if stanza.getAttribute("id"):
+        extensions.append(_ext("Id", stanza["id"]))
+    bodies: list[tuple[str | None, str]] = []
+    subjects: list[tuple[str | None, str]] = []
+    chat_state = None
+    for child in _children(stanza):
+        if _is_core(child, stanza, "body"):
+            bodies.append((lang_of(child), _text(child)))
+        elif _is_core(child, stanza, "subject"):
+            subjects.append((lang_of(child), _text(child)))
+        elif _is_core(child, stanza, "thread"):
+            parent = child.getAttribute("parent")
+            extensions.append(_ext("Thread", _text(child), (("parent", parent),) if parent else ()))
+        elif child.uri == NS_SID and child.name == "origin-id" and child.getAttribute("id"):
+            message_id = child["id"]
+            extensions.append(_ext("Origin-ID", child["id"]))
+        elif child.uri == NS_SID and child.name == "stanza-id" and child.getAttribute("id"):
+            by = child.getAttribute("by")
+            extensions.append(_ext("Stanza-ID", child["id"], (("by", by),) if by else ()))
+        elif child.uri == NS_CHATSTATES and child.name in CHAT_STATES:
+            chat_state = child.name
+            extensions.append(_ext("Chat-State", child.name))
+        elif child.uri == NS_RECEIPTS and child.name == "request":
+            extensions.append(_ext("Receipt-Request", "yes"))
+        elif child.uri == NS_RECEIPTS and child.name == "received":
+            extensions.append(_ext("Receipt-Received", child.getAttribute("id") or ""))
+        elif child.uri == NS_XHTML_IM and child.name == "html":
+            extensions.append(_ext("XHTML-IM", element_xml(child, stanza.uri)))
+        elif child.uri == NS_XMPP and child.name == "cpim":
+            continue
+        else:
+            extensions.append(_ext("Element", element_xml(child, stanza.uri)))
+    if message_id is None:
+        message_id = stanza.getAttribute("id") or None
+
+    carried = _carried_cpim(stanza)
+    if carried is not None:
+        try:
+            inner = parse_message(carried, understood=UNDERSTOOD)
+            if inner.sender.cpim_uri is not None and inner.sender.cpim_uri.same_principal(source):
+                return Message(
+                    source, destination, Content(MEDIA_CPIM, inner.to_bytes()),
+                    message_id=message_id, origin=origin,
+                    source_instance=source_instance, destination_instance=destination_instance,
+                )
+        except ParseError:
+            pass  # not trustworthy: map the stanza itself
+
+    primary_index = None
+    for index, (lang, _) in enumerate(bodies):
+        if lang is None or lang == stanza_lang:
+            primary_index = index
+            break
+    if primary_index is None and bodies:
+        primary_index = 0
+    for index, (lang, text) in enumerate(bodies):
+        if index != primary_index:
+            extensions.append(_ext("Body", text, (("lang", lang),) if lang else ()))
+    content_headers = []
+    if stanza_lang:
+        content_headers.append(("Content-Language", stanza_lang))
+    if primary_index is not None:
+        body_lang = bodies[primary_index][0]
+        if body_lang is not None and body_lang != stanza_lang:
+            content_headers.append(("Content-Language", body_lang))
+            if stanza_lang:
+                content_headers = [("Content-Language", body_lang)]
+                extensions.append(_ext("Lang", stanza_lang))
+        body = bodies[primary_index][1].encode("utf-8")
+        content_type = "text/plain; charset=utf-8"
+    elif chat_state is not None:
+        extensions.append(_ext("No-Body", "true"))
+        state = "active" if chat_state == "composing" else "idle"
+        body = (
+            "<?xml version='1.0' encoding='UTF-8'?>\n"
+            f"<isComposing xmlns='{NS_ISCOMPOSING}'><state>{state}</state></isComposing>"
+        ).encode("utf-8")
+        content_type = MEDIA_ISCOMPOSING + "; charset=utf-8"
+    else:
+        extensions.append(_ext("No-Body", "true"))
+        body = b""
+        content_type = "text/plain; charset=utf-8"
+
+    simple_subjects = []
+    for lang, text in subjects:
+        if text == "" or text != text.strip():
+            extensions.append(_ext("Subject", text, (("lang", lang),) if lang else ()))
+        else:
+            simple_subjects.append((lang, text))
+    try:
+        cpim = build_message(
+            source, [destination], body, content_type,
+            date_time=now, subjects=simple_subjects, extensions=extensions,
+            content_headers=content_headers,
+        )
+    except MessageFormatError as error:
+        raise StanzaError(f"cannot be written as Message/CPIM: {error.reason}", "bad-request") from None
+    return Message(
+        source, destination, Content(MEDIA_CPIM, cpim.to_bytes()),
+        message_id=message_id, origin=origin,
+        source_instance=source_instance, destination_instance=destination_instance,
+    )
+
+
+# -- messages: CPIM -> XMPP ------------------------------------------------
+
+
+def _mime_type(value: str | None) -> tuple[str, dict[str, str]]:
+    if not value:
+        return "text/plain", {"charset": "us-ascii"}
+    kind, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        key, _, val = item.strip().partition("=")
+        params[key.strip().lower()] = val.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def read_cpim(content: Content) -> CPIMMessage:
+    """Parse a message's Message/CPIM content, refusing what ``Require`` names and XMPP cannot honour."""
+    if content.media_type != MEDIA_CPIM:
+        raise MessageFormatError(f"content is {content.media_type}, not message/cpim")
+    return parse_message(content.body, understood=UNDERSTOOD)
+
+
+def cpim_to_message(
+    operation: Message,
+    addresses: AddressMap,
+    *,
+    namespace: str = NS_CLIENT,
+    default_type: str | None = None,
+    carry_cpim: bool = True,
+) -> domish.Element:
+    """Map a CPIM ``Message`` to an XMPP ``<message/>`` (RFC 3922 §4.2, RFC 7572 §5).
+
+    :param default_type: the ``type`` when the message carries no
+        ``XMPP.Type`` (RFC 7572: none or ``normal``).
+    :param carry_cpim: also carry the Message/CPIM octets unmodified (the
+        adapter sets it for messages from other protocols).
+    :raise NotUnderstoodError: ``Require`` names what XMPP cannot honour.
+    :raise ParseError: content that is not valid Message/CPIM.
+    """
+    stanza = domish.Element((namespace, "message"))
+    stanza["from"] = addresses.uri_to_jid(operation.source, operation.source_instance).full()
+    stanza["to"] = addresses.uri_to_jid(operation.destination, operation.destination_instance).full()
+    if operation.content.media_type != MEDIA_CPIM:
+        # RFC 3860 allows other formats: text/plain is a body, the rest is refused.
+        kind, params = operation.content.media_type, dict(operation.content.parameters)
+        if kind != "text/plain" or params.get("charset", "utf-8").lower() not in ("utf-8", "us-ascii"):
+            raise MessageFormatError(f"{kind} cannot be carried in an XMPP message")
+        stanza["id"] = operation.trans_id
+        if default_type:
+            stanza["type"] = default_type
+        stanza.addElement("body", content=operation.content.body.decode("utf-8", errors="strict"))
+        return stanza
+    cpim = read_cpim(operation.content)
+    values: dict[str, list[tuple[str, tuple]]] = {}
+    for namespace_uri, name, value, params in cpim.extension_headers:
+        if namespace_uri == NS_XMPP:
+            values.setdefault(name, []).append((_decode_value(value, params), params))
+
+    def first(name: str) -> str | None:
+        return values[name][0][0] if name in values else None
+
+    kind = first("Type") or default_type
+    if kind:
+        stanza["type"] = kind
+    content_id = cpim.content_header("Content-ID")
+    stanza["id"] = first("Id") or (content_id.strip("<>") if content_id else operation.trans_id)
+    media, params = _mime_type(cpim.content_header("Content-Type"))
+    language = cpim.content_header("Content-Language")
+    stanza_lang = first("Lang") or language
+    if stanza_lang:
+        stanza[(NS_XML, "lang")] = stanza_lang
+    for lang, text in cpim.subjects:
+        subject = stanza.addElement("subject", content=text)
+        if lang:
+            subject[(NS_XML, "lang")] = lang
+    for text, params_ in values.get("Subject", []):
+        subject = stanza.addElement("subject", content=text)
+        lang = dict(params_).get("lang")
+        if lang:
+            subject[(NS_XML, "lang")] = lang
+    if first("No-Body") != "true":
+        if media == "text/plain" and params.get("charset", "us-ascii").lower() in ("utf-8", "us-ascii", "utf8"):
+            try:
+                text = cpim.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MessageFormatError("a text/plain body that is not UTF-8") from None
+            body = stanza.addElement("body", content=text)
+            if language and first("Lang"):
+                body[(NS_XML, "lang")] = language
+        elif media == "text/plain":
+            raise MessageFormatError(f"text/plain in charset {params.get('charset')} is not mapped (RFC 3922 §4.2)")
+    for text, params_ in values.get("Body", []):
+        body = stanza.addElement("body", content=text)
+        lang = dict(params_).get("lang")
+        if lang:
+            body[(NS_XML, "lang")] = lang
+    for text, params_ in values.get("Thread", []):
+        thread = stanza.addElement("thread", content=text)
+        parent = dict(params_).get("parent")
+        if parent:
+            thread["parent"] = parent
+    chat_state = first("Chat-State")
+    if chat_state is None and media == MEDIA_ISCOMPOSING:
+        chat_state = "composing" if b"<state>active</state>" in cpim.body.replace(b" ", b"") else "active"
+    if chat_state in CHAT_STATES:
+        stanza.addElement((NS_CHATSTATES, chat_state))
+    if first("Receipt-Request") is not None:
+        stanza.addElement((NS_RECEIPTS, "request"))
+    received = first("Receipt-Received")
+    if received is not None:
+        element = stanza.addElement((NS_RECEIPTS, "received"))
+        if received:
+            element["id"] = received
+    origin_id = first("Origin-ID")
+    if origin_id:
+        stanza.addElement((NS_SID, "origin-id"))["id"] = origin_id
+    for text, params_ in values.get("Stanza-ID", []):
+        element = stanza.addElement((NS_SID, "stanza-id"))
+        element["id"] = text
+        by = dict(params_).get("by")
+        if by:
+            element["by"] = by
+    for name in ("XHTML-IM", "Element"):
+        for text, _ in values.get(name, []):
+            stanza.addChild(parse_fragment(text, namespace))
+    if carry_cpim:
+        stanza.addElement((NS_XMPP, "cpim"), content=base64.b64encode(operation.content.body).decode("ascii"))
+    return stanza
+
+
+# -- presence: XMPP -> PIDF ------------------------------------------------
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+
+
+def presence_type(stanza: domish.Element) -> str:
+    """``available`` for a presence without ``type``, else the ``type``."""
+    return stanza.getAttribute("type") or "available"
+
+
+def presence_to_pidf(
+    stanza: domish.Element,
+    addresses: AddressMap,
+    *,
+    timestamp: str | None = None,
+) -> tuple[CPIMURI, str | None, Content]:
+    """Map an available/unavailable ``<presence/>`` to ``(pres: presentity, resource, PIDF Content)``.
+
+    RFC 3922 §5.1, RFC 7248 §5: one tuple for the sending resource.
+    """
+    sender = _jid_attr(stanza, "from")
+    try:
+        entity, resource = addresses.jid_to_uri(sender, "pres")
+    except ParseError as error:
+        raise StanzaError(error.reason, "jid-malformed") from None
+    kind = presence_type(stanza)
+    if kind not in ("available", "unavailable"):
+        raise StanzaError(f"a presence of type {kind} carries no presence state", "bad-request")
+    stanza_lang = lang_of(stanza)
+    show = None
+    notes: list[Note] = []
+    priority = 0
+    extensions: list[Extension] = []
+    for child in _children(stanza):
+        if _is_core(child, stanza, "show"):
+            show = _text(child).strip()
+            if show not in SHOWS:
+                raise StanzaError(f"<show>{show[:20]}</show> is not away, chat, dnd or xa", "bad-request")
+        elif _is_core(child, stanza, "status"):
+            notes.append(Note(_text(child), lang_of(child) or stanza_lang))
+        elif _is_core(child, stanza, "priority"):
+            try:
+                priority = int(_text(child).strip())
+                if not -128 <= priority <= 127:
+                    raise ValueError
+            except ValueError:
+                raise StanzaError("<priority/> is not an integer from -128 to 127", "bad-request") from None
+        else:
+            extensions.append(Extension.from_xml(element_xml(child).encode("utf-8")))  # own xmlns: PIDF needs it
+    qvalue = priority_from_xmpp(priority)
+    if priority < 0:
+        extensions.append(Extension.from_xml(f"<priority xmlns='{NS_XMPP}'>{priority}</priority>".encode()))
+    contact_uri = addresses.jid_to_uri(sender, "im")[0]
+    item = Tuple(
+        tuple_id_for(resource) if resource else "ID-",
+        Status("open" if kind == "available" else "closed", xmpp_show=show),
+        Contact(str(contact_uri), qvalue),
+        notes,
+        timestamp,
+        extensions,
+    )
+    document = build_pidf(entity, [item])
+    return entity, resource, Content(MEDIA_PIDF, document.to_bytes(), (("charset", "utf-8"),))
+
+
+# -- presence: PIDF -> XMPP ------------------------------------------------
+
+
+def _show_for(item: Tuple, document: PresenceDocument) -> str | None:
+    if item.status.xmpp_show in SHOWS:
+        return item.status.xmpp_show
+    if item.status.im and item.status.im.lower() in _IM_SHOW:
+        return _IM_SHOW[item.status.im.lower()]
+    for person in document.persons:
+        for activities in person.activities:
+            for value in activities.values:
+                if value in _ACTIVITY_SHOW:
+                    return _ACTIVITY_SHOW[value]
+    return None
+
+
+def pidf_to_presences(
+    document: PresenceDocument,
+    target: CPIMURI,
+    recipient: JID,
+    addresses: AddressMap,
+    *,
+    namespace: str = NS_CLIENT,
+) -> list[domish.Element]:
+    """One ``<presence/>`` per tuple of ``document`` (RFC 3922 §5.2, RFC 7248 §5).
+
+    ``from`` is the target's JID with the tuple's instance as resource; a
+    document without tuples gives one presence from the bare JID when it has
+    notes, else none (digest §7.5 decision).
+    """
+    presences = []
+    for item in document.tuples:
+        instance = instance_for(item.id)
+        stanza = domish.Element((namespace, "presence"))
+        stanza["from"] = addresses.uri_to_jid(target, instance or None).full()
+        stanza["to"] = recipient.full()
+        if item.status.basic == "closed":
+            stanza["type"] = "unavailable"
+        show = _show_for(item, document)
+        if show and item.status.basic != "closed":
+            stanza.addElement("show", content=show)
+        for note in item.notes or document.notes:
+            status = stanza.addElement("status", content=note.text)
+            if note.lang:
+                status[(NS_XML, "lang")] = note.lang
+        priority = None
+        children = []
+        for extension in item.extensions:
+            element = parse_fragment(extension.xml, namespace)
+            if element.uri == NS_XMPP and element.name == "priority":
+                try:
+                    priority = int(_text(element))
+                except ValueError:
+                    pass
+                continue
+            children.append(element)
+        if priority is None and item.contact is not None and item.contact.priority is not None:
+            priority = xmpp_priority(item.contact.priority)
+        if priority:
+            stanza.addElement("priority", content=str(priority))
+        for element in children:
+            stanza.addChild(element)
+        presences.append(stanza)
+    if not document.tuples and document.notes:
+        stanza = domish.Element((namespace, "presence"))
+        stanza["from"] = addresses.uri_to_jid(target).full()
+        stanza["to"] = recipient.full()
+        for note in document.notes:
+            status = stanza.addElement("status", content=note.text)
+            if note.lang:
+                status[(NS_XML, "lang")] = note.lang
+        presences.append(stanza)
+    return presences
+
+
+def read_pidf(content: Content) -> PresenceDocument:
+    """Parse a PIDF Content (any other media type is refused)."""
+    if content.media_type != MEDIA_PIDF:
+        raise ParseError(f"presence content is {content.media_type}, not {MEDIA_PIDF}", syntax="pidf")
+    return parse_pidf(content.body)
+
+
+def simple_presence(
+    sender: JID, recipient: JID, kind: str | None = None, *, stanza_id: str | None = None, namespace: str = NS_CLIENT
+) -> domish.Element:
+    """A ``<presence/>`` of ``kind`` (subscribe, subscribed, unsubscribe, unsubscribed, probe, unavailable)."""
+    stanza = domish.Element((namespace, "presence"))
+    stanza["from"] = sender.full()
+    stanza["to"] = recipient.full()
+    if kind:
+        stanza["type"] = kind
+    if stanza_id:
+        stanza["id"] = stanza_id
+    return stanza
+
+
+def error_reply(stanza: domish.Element, condition: str, error_type: str, text: str = "") -> domish.Element:
+    """The ``type='error'`` answer to ``stanza`` (RFC 6120 §8.3): addresses swapped, original children kept."""
+    reply = domish.Element((stanza.uri, stanza.name))
+    if stanza.getAttribute("to"):
+        reply["from"] = stanza["to"]
+    if stanza.getAttribute("from"):
+        reply["to"] = stanza["from"]
+    if stanza.getAttribute("id"):
+        reply["id"] = stanza["id"]
+    reply["type"] = "error"
+    error = reply.addElement("error")
+    error["type"] = error_type
+    error.addElement((NS_STANZAS, condition))
+    if text:
+        error.addElement((NS_STANZAS, "text"), content=text[:1000])
+    return reply
+
+
+def stanza_error_condition(stanza: domish.Element) -> tuple[str, str]:
+    """``(condition, text)`` of a ``type='error'`` stanza (``undefined-condition`` if none)."""
+    for child in _children(stanza):
+        if child.name == "error":
+            condition, text = "undefined-condition", ""
+            for item in child.elements():
+                if item.uri == NS_STANZAS and item.name == "text":
+                    text = _text(item)
+                elif item.uri == NS_STANZAS:
+                    condition = item.name
+            return condition, text
+    return "undefined-condition", ""
+
+
+def priority_qvalue(priority: int) -> Decimal | None:
+    """Re-export for the codec: XMPP priority -> qvalue."""
+    return priority_from_xmpp(priority)

@@ -1,0 +1,1 @@
+"""Tests of the XMPP adapter (cpimgw.adapters.xmpp)."""

@@ -1,0 +1,56 @@
+"""The XMPP adapter plugin: ``IAdapterFactory`` ``xmpp`` and ``INativeCodec`` ``xmpp``.
+
+Found with ``getPlugins(IAdapterFactory)`` / ``getPlugins(INativeCodec)``.
+Import-cheap on purpose: :mod:`cpimgw.adapters.xmpp` is imported inside
+``build()``, ``defaults()`` and the codec methods.  No ``__init__.py`` in this
+directory: it extends Twisted's ``twisted.plugins``.
+"""
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from cpimgw.interfaces import IAdapterFactory, INativeCodec
+
+
+@implementer(IAdapterFactory, IPlugin)
+class XMPPAdapterFactory:
+    """Builds the XMPP adapter (XEP-0114 component of an XMPP server)."""
+
+    name = "xmpp"
+    description = "XMPP (RFC 6120/6121) as an XEP-0114 external component, mapped per RFC 3922/7247/7248/7572"
+    srv_labels = ("_xmpp",)
+
+    def defaults(self):
+        from cpimgw.adapters.xmpp.adapter import DEFAULTS
+
+        return {key: (list(value) if isinstance(value, (list, tuple)) else value) for key, value in DEFAULTS.items()}
+
+    def build(self, settings, bus):
+        from cpimgw.adapters.xmpp.adapter import XMPPAdapter, XMPPSettings
+
+        return XMPPAdapter(self.name, bus, XMPPSettings.from_mapping(settings))
+
+
+@implementer(INativeCodec, IPlugin)
+class XMPPNativeCodec:
+    """``xmpp``: one XMPP stanza for ``cpimgw parse`` / ``cpimgw translate``."""
+
+    name = "xmpp"
+
+    def _codec(self):
+        from cpimgw.adapters.xmpp.codec import XMPPCodec
+
+        return XMPPCodec()
+
+    def parse(self, data):
+        return self._codec().parse(data)
+
+    def to_operation(self, data):
+        return self._codec().to_operation(data)
+
+    def from_operation(self, operation):
+        return self._codec().from_operation(operation)
+
+
+xmpp = XMPPAdapterFactory()
+xmpp_codec = XMPPNativeCodec()
