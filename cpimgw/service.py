@@ -1,0 +1,457 @@
+"""Builds the running gateway from a loaded :class:`cpimgw.config.Config`.
+
+:func:`make_service` returns one Twisted ``MultiService``
+(:class:`GatewayService`) holding the store, the policy, the routes, the
+RFC 3861 resolver, the :class:`cpimgw.bus.Bus` and every enabled adapter
+(built by its ``IAdapterFactory`` plugin, design.md §3) as child services.
+
+Starting is asynchronous and ordered: start the bus -- which opens the store
+first, then reloads the subscriptions and re-arms the presence timers
+(RFC 3859 §4.4.3) -- then start the adapters one after the other.  A step that fails is logged with what failed and why, what
+had started is stopped again, and ``on_start_failure`` is called -- by
+default that stops the reactor and makes the process exit with status 1, so
+``twistd`` never hangs on a half-started gateway.  Stopping is the reverse:
+adapters (last started first), then the bus, which closes the store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Iterable, Mapping
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
+from twisted.python.failure import Failure
+
+from cpimgw.config import Config, find_adapter_factories
+from cpimgw.cpim.errors import ConfigError
+
+log = Logger(namespace="cpimgw.service")
+
+#: The process exit status when the gateway fails to start.
+START_FAILURE_EXIT_CODE = 1
+
+
+def make_store(config: Config) -> Any:
+    """The ``IStore`` of ``[store]``: SQLite under ``gateway.data_dir`` or in memory."""
+    if config.store.kind == "memory":
+        from cpimgw.store.memory import MemoryStore
+
+        return MemoryStore()
+    from cpimgw.store.sqlite import SQLiteStore
+
+    return SQLiteStore(config.store_path)
+
+
+def make_policy(config: Config) -> Any:
+    """The ``IPolicy`` of ``[policy]`` (and ``presence.max_duration``)."""
+    from cpimgw.policy import DefaultPolicy
+
+    p = config.policy
+    return DefaultPolicy(
+        presence=p.presence,
+        message=p.message,
+        allow_domains=p.allow_domains,
+        deny_domains=p.deny_domains,
+        max_duration=config.presence.max_duration,
+    )
+
+
+def make_resolver(config: Config) -> Any:
+    """The RFC 3861 SRV resolver (twisted.names) when ``routing.srv_fallback``, else ``None``."""
+    if not config.routing.srv_fallback:
+        return None
+    from cpimgw.routing import SRVResolver
+
+    return SRVResolver()
+
+
+def adapter_addresses(adapter: Any) -> list[str]:
+    """The listening addresses an adapter exposes, as text, for the log.
+
+    An adapter may expose ``listening_addresses``: an iterable of
+    ``IAddress`` providers or strings, or a method returning one.
+    """
+    for attribute in ("listening_addresses",):
+        value = getattr(adapter, attribute, None)
+        if value is None:
+            continue
+        if callable(value):
+            try:
+                value = value()
+            except Exception:
+                return []
+        try:
+            items = list(value)
+        except TypeError:
+            items = [value]
+        return [_address_text(item) for item in items]
+    return []
+
+
+def _address_text(address: Any) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        kind = getattr(address, "type", "")
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"{kind.lower()}:{host}:{port}" if kind else f"{host}:{port}"
+    return str(address)
+
+
+def _stop_reactor_with_failure(reactor: Any) -> Callable[[Failure], None]:
+    """The default reaction to a failed start: stop the reactor, exit with status 1."""
+
+    def on_failure(failure: Failure) -> None:
+        def exit_now() -> None:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(START_FAILURE_EXIT_CODE)
+
+        reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+        if reactor.running:
+            reactor.stop()
+
+    return on_failure
+
+
+class GatewayService(MultiService):
+    """The gateway: store, bus and adapters, started and stopped in order.
+
+    :ivar store: the ``IStore``.
+    :ivar bus: the ``IBus``.
+    :ivar adapters: the ``IAdapter`` providers, in start order (also children).
+    :ivar started: a ``Deferred`` fired with ``None`` once everything has
+        started, or with the failure of the step that did not (after what
+        had started was stopped again and ``on_start_failure`` was called).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Any,
+        bus: Any,
+        adapters: Iterable[Any],
+        *,
+        on_start_failure: Callable[[Failure], None] | None = None,
+        apply_log_level: bool = False,
+        reactor: Any = None,
+        clean_sigterm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.clean_sigterm = clean_sigterm
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.adapters = list(adapters)
+        self.on_start_failure = on_start_failure
+        self.apply_log_level = apply_log_level
+        self.started: Deferred[None] = Deferred()
+        self.start_failure: Failure | None = None
+        self._starting: Deferred[None] | None = None
+        self._bus_started = False
+        self._adapters_started: list[Any] = []
+        self._wrapped_observers: list[tuple[Any, Any]] = []
+        for adapter in self.adapters:
+            adapter.setServiceParent(self)
+
+    # IService -------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802 (Twisted name)
+        # Not MultiService.startService: the children start asynchronously, in order.
+        self.running = 1
+        if self.apply_log_level:
+            self._install_log_level(self.config.gateway.log_level)
+        if self.clean_sigterm:
+            self._install_sigterm()
+        log.info(
+            "cpimgw {gateway} starting: store {store_kind} {store_where}, {count} adapter(s)",
+            gateway=self.config.gateway.name,
+            store_kind=self.config.store.kind,
+            store_where=self.config.store_path if self.config.store.kind == "sqlite" else "(memory)",
+            count=len(self.adapters),
+            config=self.config.path or "<built-in defaults>",
+        )
+        self._starting = d = self._start()
+        d.addCallbacks(self._started, self._start_failed)
+
+    def _start(self) -> Deferred[None]:
+        d: Deferred[Any] = succeed(None)
+
+        def start_bus(_: object) -> Deferred[None]:
+            # Bus.start() opens the store (and reloads the subscriptions) before
+            # anything else; Bus.stop() closes it: the bus owns the store.
+            if self.config.store.kind == "sqlite":
+                os.makedirs(self.config.gateway.data_dir, exist_ok=True)
+            step = maybeDeferred(self.bus.start)
+            step.addCallback(lambda _: setattr(self, "_bus_started", True))
+            return _labelled(step, "opening the store and starting the bus")
+
+        def start_adapter(_: object, adapter: Any) -> Deferred[None]:
+            if not self.running:
+                return succeed(None)
+            step = maybeDeferred(adapter.startService)
+            step.addCallback(lambda _: self._adapters_started.append(adapter))
+            step.addCallback(lambda _: self._log_serving(adapter))
+            return _labelled(step, f"starting adapter {adapter.name!r}")
+
+        d.addCallback(start_bus)
+        for adapter in self.adapters:
+            d.addCallback(start_adapter, adapter)
+        return d
+
+    def _log_serving(self, adapter: Any) -> None:
+        domains = tuple(getattr(adapter, "domains", ()) or ())
+        addresses = adapter_addresses(adapter)
+        log.info(
+            "adapter {adapter} serving domains {domain_list} on {address_list}",
+            adapter=adapter.name,
+            domains=domains,
+            addresses=addresses,
+            domain_list=", ".join(domains) or "(none)",
+            address_list=", ".join(addresses) or "(no listener)",
+        )
+
+    def _started(self, _: object) -> None:
+        self._starting = None
+        if not self.running:
+            log.info("cpimgw {gateway} stopped while starting", gateway=self.config.gateway.name)
+            self.started.callback(None)
+            return
+        log.info(
+            "cpimgw {gateway} started: adapters {adapter_list}",
+            gateway=self.config.gateway.name,
+            adapters=[a.name for a in self.adapters],
+            adapter_list=", ".join(a.name for a in self.adapters) or "(none)",
+        )
+        self.started.callback(None)
+
+    def _start_failed(self, failure: Failure) -> Deferred[None]:
+        self._starting = None
+        self.start_failure = failure
+        step = getattr(failure.value, "cpimgw_step", "starting")
+        log.failure(
+            "cpimgw failed while {step}: {reason}; stopping",
+            failure,
+            level=LogLevel.critical,
+            step=step,
+            reason=_one_line(failure.value),
+        )
+        d = self._stop_started()
+
+        def report(_: object) -> None:
+            self._remove_log_level()
+            self.running = 0
+            if self.on_start_failure is not None:
+                self.on_start_failure(failure)
+            self.started.errback(failure)
+
+        d.addBoth(report)
+        return d
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 (Twisted name)
+        if not self.running:
+            return succeed(None)
+        self.running = 0
+        waiting = self._starting if self._starting is not None else succeed(None)
+        pending: Deferred[None] = Deferred()
+        # Let a start in progress settle (its next steps see running == 0).
+        waiting.addBoth(lambda _: None)
+        waiting.addCallback(lambda _: self._stop_started())
+        waiting.addBoth(lambda result: pending.callback(None) if not isinstance(result, Failure) else pending.errback(result))
+        pending.addCallback(lambda _: log.info("cpimgw {gateway} stopped", gateway=self.config.gateway.name))
+        pending.addBoth(self._remove_log_level)
+        return pending
+
+    def _stop_started(self) -> Deferred[None]:
+        """Stop the adapters that started (reverse order), then the bus (which closes the store)."""
+        d: Deferred[Any] = succeed(None)
+        started, self._adapters_started = self._adapters_started, []
+
+        def stop_adapters(_: object) -> Deferred[Any]:
+            steps = [_labelled(maybeDeferred(a.stopService), f"stopping adapter {a.name!r}") for a in reversed(started)]
+            return DeferredList(steps, consumeErrors=True).addCallback(_log_errors)
+
+        def stop_bus(_: object) -> Deferred[Any] | None:
+            if not self._bus_started:
+                return None
+            self._bus_started = False
+            return _labelled(maybeDeferred(self.bus.stop), "stopping the bus and closing the store").addErrback(
+                _log_error
+            )
+
+        d.addCallback(stop_adapters)
+        d.addCallback(stop_bus)
+        return d
+
+    # signals ----------------------------------------------------------------
+
+    def _install_sigterm(self) -> None:
+        """SIGTERM stops the reactor like Ctrl-C, and the process then exits with status 0.
+
+        Twisted's own handler makes twistd kill itself with the signal again
+        after a clean shutdown (exit "by signal 15"); a gateway that stopped
+        cleanly on request exits 0 instead.
+        """
+        import signal
+        import threading
+
+        if self.reactor is None or threading.current_thread() is not threading.main_thread():
+            return
+        reactor = self.reactor
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            log.info("cpimgw received SIGTERM, stopping")
+            reactor.callFromThread(reactor.stop)
+
+        # twistd calls startService before the reactor runs and installs its
+        # own handlers then: ours goes in once the reactor is running.
+        reactor.callWhenRunning(signal.signal, signal.SIGTERM, on_sigterm)
+
+    # log level --------------------------------------------------------------
+
+    def _install_log_level(self, level_name: str) -> None:
+        """Filter cpimgw's own events below ``gateway.log_level`` in every current log observer."""
+        level = LogLevel.levelWithName(level_name)
+        predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+        predicate.setLogLevelForNamespace("cpimgw", level)
+        observers = list(getattr(globalLogPublisher, "_observers", ()))
+        for observer in observers:
+            wrapped = FilteringLogObserver(observer, [predicate])
+            globalLogPublisher.removeObserver(observer)
+            globalLogPublisher.addObserver(wrapped)
+            self._wrapped_observers.append((observer, wrapped))
+
+    def _remove_log_level(self, result: Any = None) -> Any:
+        for observer, wrapped in self._wrapped_observers:
+            globalLogPublisher.removeObserver(wrapped)
+            globalLogPublisher.addObserver(observer)
+        self._wrapped_observers = []
+        return result
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _labelled(d: Deferred[Any], step: str) -> Deferred[Any]:
+    """Tag a failure of ``d`` with the step it happened in (for the log line)."""
+
+    def tag(failure: Failure) -> Failure:
+        if not hasattr(failure.value, "cpimgw_step"):
+            try:
+                failure.value.cpimgw_step = step  # type: ignore[union-attr]
+            except AttributeError:
+                pass
+        return failure
+
+    return d.addErrback(tag)
+
+
+def _log_error(failure: Failure) -> None:
+    log.failure(
+        "cpimgw: error while {step}: {reason}",
+        failure,
+        step=getattr(failure.value, "cpimgw_step", "stopping"),
+        reason=_one_line(failure.value),
+    )
+
+
+def _log_errors(results: list[tuple[bool, Any]]) -> None:
+    for ok, value in results:
+        if not ok:
+            _log_error(value)
+
+
+def make_service(
+    config: Config,
+    reactor: Any = None,
+    *,
+    factories: Mapping[str, Any] | None = None,
+    store: Any = None,
+    on_start_failure: Callable[[Failure], None] | None = None,
+    apply_log_level: bool = False,
+    clean_sigterm: bool = False,
+) -> GatewayService:
+    """Build the gateway described by ``config`` (nothing is started yet).
+
+    :param reactor: the reactor of the bus and adapters (default: the global one).
+    :param factories: adapter factories by name (default: the installed
+        ``IAdapterFactory`` plugins); every enabled ``[adapters.NAME]`` must
+        have one.
+    :param store: an ``IStore`` to use instead of the one ``[store]`` describes.
+    :param on_start_failure: called with the ``Failure`` when starting fails;
+        default: stop the reactor and exit the process with status 1.
+    :param apply_log_level: filter cpimgw's log events below
+        ``gateway.log_level`` while running (the twistd plugin turns it on).
+    :param clean_sigterm: on SIGTERM stop the reactor and exit with status 0
+        rather than by the signal (the twistd plugin turns it on).
+    :raise ConfigError: an adapter's ``build`` refused its settings.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    if factories is None:
+        factories = find_adapter_factories()
+    from cpimgw.bus import Bus
+
+    if store is None:
+        store = make_store(config)
+    policy = make_policy(config)
+    labels = {name: tuple(getattr(f, "srv_labels", ())) for name, f in factories.items()}
+    bus = Bus(
+        reactor,
+        store,
+        policy,
+        routes=dict(config.routing.domains),
+        resolver=make_resolver(config),
+        duplicate_ttl=config.bus.duplicate_ttl,
+        default_duration=config.presence.default_duration,
+        max_duration=config.presence.max_duration,
+        adapter_labels=labels,
+    )
+    adapters = []
+    for settings in config.adapters:
+        if not settings.enabled:
+            log.info("adapter {adapter} disabled by configuration", adapter=settings.name)
+            continue
+        factory = factories.get(settings.name)
+        if factory is None:
+            raise ConfigError("no installed adapter plugin provides it", path=config.path, key=f"adapters.{settings.name}")
+        try:
+            adapter = factory.build(dict(settings.settings), bus)
+        except ConfigError as error:
+            if error.path is None:
+                key = error.key or ""
+                if key and not key.startswith("adapters."):
+                    key = f"adapters.{settings.name}.{key}"
+                raise ConfigError(error.reason, path=config.path, key=key or f"adapters.{settings.name}") from None
+            raise
+        bus.register(adapter)
+        adapters.append(adapter)
+    if on_start_failure is None:
+        on_start_failure = _stop_reactor_with_failure(reactor)
+    return GatewayService(
+        config,
+        store,
+        bus,
+        adapters,
+        on_start_failure=on_start_failure,
+        apply_log_level=apply_log_level,
+        reactor=reactor,
+        clean_sigterm=clean_sigterm,
+    )
