@@ -158,7 +158,15 @@ def _to_entity(value: CPIMURI | str) -> CPIMURI | str:
 
 
 def _canonical(node: etree._Element) -> bytes:
-    return etree.tostring(node, method="c14n", exclusive=True, with_comments=True)
+    """Exclusive C14N of ``node``, the form extensions are compared by.
+
+    libxml2 refuses C14N for some well-formed input (a relative namespace
+    URI, for one); such an element is compared by its plain serialisation.
+    """
+    try:
+        return etree.tostring(node, method="c14n", exclusive=True, with_comments=True)
+    except etree.C14NError:
+        return etree.tostring(node, encoding="utf-8")
 
 
 def _carries_must_understand(node: etree._Element) -> bool:

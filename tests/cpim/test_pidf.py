@@ -740,3 +740,20 @@ class BuilderTests(unittest.TestCase):
         self.assertEqual([person.id for person in merged.persons], ["p1", "p1-2"])
         self.assertEqual(merged.notes, (Note("n"),))
         self.assertEqual(parse_pidf(merged.to_bytes()), merged)
+
+
+class RelativeNamespaceTests(unittest.TestCase):
+    """libxml2 refuses exclusive C14N of a relative namespace URI; the parser must not leak that."""
+
+    DOCUMENT = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:a@b.com">'
+        b'<tuple id="t"><status><basic>open</basic></status>'
+        b'<x:foo xmlns:x="rel/ns">1</x:foo></tuple></presence>'
+    )
+
+    def test_extension_in_relative_namespace_is_kept(self) -> None:
+        document = parse_pidf(self.DOCUMENT)
+        (extension,) = document.tuples[0].extensions
+        self.assertEqual((extension.namespace, extension.name), ("rel/ns", "foo"))
+        self.assertEqual(parse_pidf(document.to_bytes()), document)
