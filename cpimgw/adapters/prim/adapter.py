@@ -1,0 +1,990 @@
+"""The PRIM adapter: PRIM user agents and PRIM peer servers on the CPIM bus.
+
+- It listens (on loopback in the embedded default) for peer servers
+  (draft-ietf-prim-server-00, the federation profile) and for user agents
+  (draft-mazzoldi-prim-impp-01/-02 client-server commands); see
+  :mod:`cpimgw.adapters.prim.server` for the sessions.
+- ``domains`` are the PRIM domains whose users it serves locally (its own
+  users logged in as UAs) plus the configured peer PRIM domains, reached
+  server-to-server over an outbound connection (STARTTLS with certificate
+  verification, then LOGIN with SASL EXTERNAL or CRAM-MD5), found in the
+  ``peers`` table or by SRV (``_prim-im._tcp`` / ``_prim-pr._tcp``, the
+  legacy ``_im._tcp`` / ``_presence._tcp``, then the A record at
+  ``default_port``).  A ``300 Redirect`` is followed once.
+- Inbound SEND / SUBSCRIBE / UNSUBSCRIBE / FETCH / NOTIFY become CPIM
+  operations (:mod:`~cpimgw.adapters.prim.mapping`) dispatched on the bus;
+  the bus's Response becomes the PRIM status.
+- ``deliver``: a message for a local inbox is SENT to every UA listening on it
+  and the most positive answer wins (-01 §12.2; no listener: 408); a message
+  for a peer domain is SENT to its server.  PRIM-to-PRIM SENDs are relayed
+  unmodified (same headers, same body octets, -01 §16).  Subscribes for local
+  presentities are authorised with the presentity's ACL (and reported to UAs
+  that asked for watcher notifications); notifies for local watchers are
+  NOTIFYs to their UAs, filtered per watcher by the presentity's class table
+  (polite blocking).
+- UA presence: PUBLISH/REMOVE with the lease model (leased, permanent, renew,
+  revert) is kept per tuple; the part visible to everybody is published on the
+  bus (one ``Publish`` per change), the class-restricted tuples only reach the
+  PRIM watchers of the matching classes.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+from typing import Any, Iterable, Mapping, Optional
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint, HostnameEndpoint, connectProtocol
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cpimgw.adapters.prim import acl, mapping, sasl, wire
+from cpimgw.adapters.prim.presence_doc import PIDF_NS
+from cpimgw.adapters.prim.protocol import PrimConnectionLost, PrimProtocol, PrimTimeout
+from cpimgw.adapters.prim.server import STRENGTHS, Session, login_to_peer
+from cpimgw.cpim.errors import ConfigError
+from cpimgw.cpim.operations import (
+    MEDIA_PIDF,
+    Condition,
+    Content,
+    Message,
+    Notify,
+    Publish,
+    Response,
+    Subscribe,
+    SubscriptionState,
+    failure,
+    success,
+)
+from cpimgw.cpim.uri import CPIMURI, pres_uri
+from cpimgw.interfaces import IAdapter, IMessaging, IPresence
+
+log = Logger()
+
+DEFAULTS: dict[str, Any] = {
+    "local_domains": ["prim.localhost"],
+    "listen_host": "127.0.0.1",
+    "s2s_port": 5780,
+    "c2s_port": 5781,
+    "default_port": 5780,
+    "tls_certificate": "",
+    "tls_key": "",
+    "tls_ca": "",
+    "s2s_require_tls": True,
+    "sasl_mechanisms": ["EXTERNAL", "CRAM-MD5", "PLAIN"],
+    "min_astrength": "none",
+    "login_timeout": 30,
+    "request_timeout": 30,
+    "max_command_size": 65536,
+    "max_headers": 64,
+    "max_line": 8192,
+    "srv_lookup": True,
+    "server_addresses": [],
+    "users": {},
+    "peers": {},
+}
+
+
+@attrs.frozen
+class PeerSettings:
+    """One peer PRIM domain reached server-to-server."""
+
+    domain: str
+    host: str = ""
+    port: int = 0
+    secret: Optional[str] = None
+    tls: bool = True
+
+
+def _require(condition: bool, key: str, reason: str) -> None:
+    if not condition:
+        raise ConfigError(reason, key=f"adapters.prim.{key}")
+
+
+@attrs.frozen
+class PrimSettings:
+    """The validated ``[adapters.prim]`` table (see :data:`DEFAULTS` and conf/cpimgw.toml)."""
+
+    local_domains: tuple[str, ...]
+    listen_host: str
+    s2s_port: int
+    c2s_port: int
+    default_port: int
+    tls_certificate: str
+    tls_key: str
+    tls_ca: str
+    s2s_require_tls: bool
+    sasl_mechanisms: tuple[str, ...]
+    min_astrength: str
+    login_timeout: float
+    request_timeout: float
+    max_command_size: int
+    max_headers: int
+    max_line: int
+    srv_lookup: bool
+    server_addresses: tuple[str, ...]
+    users: Mapping[str, str]
+    peers: Mapping[str, PeerSettings]
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> "PrimSettings":
+        merged = dict(DEFAULTS)
+        unknown = set(settings) - set(DEFAULTS) - {"name", "enabled"}
+        _require(not unknown, sorted(unknown)[0] if unknown else "", "unknown option")
+        merged.update(settings)
+        domains = merged["local_domains"]
+        _require(isinstance(domains, (list, tuple)) and all(isinstance(d, str) and d for d in domains),
+                 "local_domains", "must be a list of domain names")
+        for key in ("s2s_port", "c2s_port", "default_port"):
+            value = merged[key]
+            _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535, key,
+                     "must be a port number from 0 to 65535 (0: do not listen)")
+        for key in ("login_timeout", "request_timeout"):
+            _require(isinstance(merged[key], (int, float)) and merged[key] >= 0, key, "must be seconds >= 0")
+        for key in ("max_command_size", "max_headers", "max_line"):
+            _require(isinstance(merged[key], int) and merged[key] > 0, key, "must be a positive integer")
+        mechanisms = tuple(str(m).upper() for m in merged["sasl_mechanisms"])
+        _require(all(m in sasl.MECHANISMS for m in mechanisms), "sasl_mechanisms",
+                 f"mechanisms must be among {', '.join(sasl.MECHANISMS)}")
+        _require(merged["min_astrength"] in STRENGTHS, "min_astrength", f"must be one of {', '.join(STRENGTHS)}")
+        _require(bool(merged["tls_certificate"]) == bool(merged["tls_key"]), "tls_key",
+                 "tls_certificate and tls_key go together")
+        users = merged["users"]
+        _require(isinstance(users, Mapping) and all(isinstance(v, str) for v in users.values()), "users",
+                 "must be a table of user = password")
+        peers: dict[str, PeerSettings] = {}
+        _require(isinstance(merged["peers"], Mapping), "peers", "must be a table of domain = {host, port, secret, tls}")
+        for domain, entry in merged["peers"].items():
+            _require(isinstance(entry, Mapping), f"peers.{domain}", "must be a table")
+            extra = set(entry) - {"host", "port", "secret", "tls"}
+            _require(not extra, f"peers.{domain}", f"unknown keys {sorted(extra)}")
+            port = entry.get("port", 0)
+            _require(isinstance(port, int) and 0 <= port <= 65535, f"peers.{domain}.port", "must be a port number")
+            peers[domain.lower().rstrip(".")] = PeerSettings(
+                domain.lower().rstrip("."), str(entry.get("host", "")), port,
+                entry.get("secret"), bool(entry.get("tls", True)))
+        return cls(
+            local_domains=tuple(d.lower().rstrip(".") for d in domains),
+            listen_host=str(merged["listen_host"]),
+            s2s_port=merged["s2s_port"],
+            c2s_port=merged["c2s_port"],
+            default_port=merged["default_port"],
+            tls_certificate=str(merged["tls_certificate"]),
+            tls_key=str(merged["tls_key"]),
+            tls_ca=str(merged["tls_ca"]),
+            s2s_require_tls=bool(merged["s2s_require_tls"]),
+            sasl_mechanisms=mechanisms,
+            min_astrength=merged["min_astrength"],
+            login_timeout=float(merged["login_timeout"]),
+            request_timeout=float(merged["request_timeout"]),
+            max_command_size=merged["max_command_size"],
+            max_headers=merged["max_headers"],
+            max_line=merged["max_line"],
+            srv_lookup=bool(merged["srv_lookup"]),
+            server_addresses=tuple(merged["server_addresses"]),
+            users=dict(users),
+            peers=peers,
+        )
+
+
+@attrs.define
+class TupleState:
+    """One published tuple of a local presentity: permanent and leased values (-01 §11.2)."""
+
+    permanent: Optional[tuple[Content, tuple[str, ...]]] = None
+    leased: Optional[tuple[Content, tuple[str, ...]]] = None
+    lease_timer: Any = None
+
+    @property
+    def current(self) -> Optional[tuple[Content, tuple[str, ...]]]:
+        return self.leased or self.permanent
+
+
+def compose_tuples(entity: str, documents: list[bytes]) -> bytes:
+    """One PIDF document holding the tuples (and notes) of several one-presentity documents."""
+    if len(documents) == 1:
+        return documents[0]
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    root = etree.Element(f"{{{PIDF_NS}}}presence", nsmap={None: PIDF_NS})
+    root.set("entity", entity)
+    tail = []
+    for document in documents:
+        try:
+            source = etree.fromstring(document, parser)
+        except etree.XMLSyntaxError:
+            continue
+        for child in source:
+            if child.tag == f"{{{PIDF_NS}}}tuple":
+                root.append(child)
+            elif isinstance(child.tag, str):
+                tail.append(child)
+    for child in tail:
+        root.append(child)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _most_positive(codes: Iterable[int]) -> int:
+    """-01 §12.2 / server-00 §7.2.1: the most positive of the listeners' answers."""
+    order = {200: 0, 101: 1, 408: 3}
+    codes = list(codes)
+    if not codes:
+        return 408
+    return min(codes, key=lambda code: order.get(code, 2))
+
+
+class _SessionFactory(Factory):
+    def __init__(self, adapter: "PrimAdapter", role: str) -> None:
+        self.adapter = adapter
+        self.role = role
+
+    def buildProtocol(self, addr: Any) -> PrimProtocol:
+        return self.adapter.make_protocol(Session(self.adapter, self.role))
+
+
+@implementer(IAdapter, IMessaging, IPresence)
+class PrimAdapter(Service):
+    """The PRIM adapter (see the module docstring).
+
+    :param settings: the validated settings.
+    :param bus: the ``IBus``.
+    :param name: the adapter's name on the bus.
+    :param resolver: a ``twisted.names`` resolver for SRV discovery (the system's by default).
+    """
+
+    def __init__(self, settings: PrimSettings, bus: Any, *, name: str = "prim", resolver: Any = None,
+                 listen_ports: Optional[Mapping[str, int]] = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.name = name
+        self.reactor = bus.reactor
+        self.resolver = resolver
+        self.domains = tuple(dict.fromkeys(settings.local_domains + tuple(settings.peers)))
+        self.host_name = settings.local_domains[0] if settings.local_domains else socket.gethostname()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.sessions: set[Session] = set()
+        self._ua_sessions: dict[tuple[str, str], list[Session]] = {}
+        self._tuples: dict[tuple[str, str], dict[str, TupleState]] = {}
+        self._acls: dict[tuple[str, str], acl.AccessList] = {}
+        self._class_tables: dict[tuple[str, str], acl.ClassTable] = {}
+        self._subscription_ids: dict[tuple[str, str], str] = {}
+        self._originals: dict[str, tuple[wire.Headers, bytes]] = {}
+        self._strengths: dict[str, str] = {}
+        self._peer_ready: dict[tuple[str, str, int], PrimProtocol] = {}
+        self._peer_pending: dict[tuple[str, str, int], list[defer.Deferred]] = {}
+        self._redirects: dict[str, tuple[str, int]] = {}
+        self._listening: list[Any] = []
+        self._tls_cache: dict[str, Any] = {}
+        #: role -> port to listen on.  From the settings, 0 turns a listener off;
+        #: given explicitly (tests), 0 asks for an ephemeral port.
+        if listen_ports is None:
+            configured = {"server": settings.s2s_port, "client": settings.c2s_port}
+            listen_ports = {role: port for role, port in configured.items() if port}
+        self.listen_ports = dict(listen_ports)
+
+    # ------------------------------------------------------------------ service
+
+    def startService(self) -> defer.Deferred:  # type: ignore[override]
+        super().startService()
+        return self.listen()
+
+    @defer.inlineCallbacks
+    def listen(self):  # type: ignore[no-untyped-def]
+        """Start the listeners; ``Deferred`` that fires when they listen."""
+        for role, port in self.listen_ports.items():
+            endpoint = TCP4ServerEndpoint(self.reactor, port, interface=self.settings.listen_host)
+            listening = yield endpoint.listen(_SessionFactory(self, role))
+            listening.role = role  # type: ignore[attr-defined]
+            self._listening.append(listening)
+            log.info("PRIM {role} listener on {host}:{port}", role=role, host=self.settings.listen_host,
+                     port=listening.getHost().port)
+
+    def listening_addresses(self) -> list[str]:
+        """``role host:port`` of each listener (logged by the service at start)."""
+        return [f"{listening.role} {listening.getHost().host}:{listening.getHost().port}" for listening in self._listening]
+
+    def port_of(self, role: str) -> int:
+        """The TCP port a listener (``'server'`` or ``'client'``) got (useful with port 0)."""
+        for listening in self._listening:
+            if listening.role == role:
+                return listening.getHost().port
+        raise KeyError(role)
+
+    def stopService(self) -> defer.Deferred:  # type: ignore[override]
+        super().stopService()
+        stops = [defer.maybeDeferred(listening.stopListening) for listening in self._listening]
+        self._listening = []
+        for session in list(self.sessions):
+            if session.protocol is not None and session.protocol.transport is not None:
+                stops.append(session.lost)
+                session.protocol.close()
+                transport = session.protocol.transport
+                abort = getattr(transport, "abortConnection", None)
+                if abort is not None:
+                    timer = self.reactor.callLater(2, abort)
+                    session.lost.addBoth(lambda result, t=timer: (t.cancel() if t.active() else None, result)[1])
+        for tuples in self._tuples.values():
+            for state in tuples.values():
+                if state.lease_timer is not None and state.lease_timer.active():
+                    state.lease_timer.cancel()
+        return defer.gatherResults(stops, consumeErrors=True)
+
+    def make_protocol(self, session: Session) -> PrimProtocol:
+        protocol = PrimProtocol(
+            session, self.reactor, request_timeout=self.settings.request_timeout,
+            max_line=self.settings.max_line, max_headers=self.settings.max_headers,
+            max_body=self.settings.max_command_size,
+        )
+        self.sessions.add(session)
+        return protocol
+
+    # ------------------------------------------------------------------ session support
+
+    def serves(self, domain: str) -> bool:
+        """Whether a peer server may send us requests for ``domain``: our own PRIM users, or a
+        domain another adapter on the bus reaches (we are its PRIM gateway).  Never one of our
+        PRIM peers' domains: no relaying between PRIM servers."""
+        key = domain.lower().rstrip(".")
+        if self.is_local_domain(key):
+            return True
+        if key in self.settings.peers:
+            return False
+        adapters = getattr(self.bus, "adapters", {})
+        return any(key in getattr(adapter, "domains", ()) for name, adapter in adapters.items() if adapter is not self)
+
+    def verifies_peers(self) -> bool:
+        """Whether peers' certificates are verified (a CA is configured), so their names can be trusted."""
+        return bool(self.settings.tls_ca) and self._load_tls() is not None
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.settings.local_domains
+
+    def user_secret(self, user: str) -> Optional[str]:
+        users = self.settings.users
+        if user in users:
+            return users[user]
+        local, _, domain = user.rpartition("@")
+        if domain.lower() in self.settings.local_domains:
+            return users.get(local)
+        return None
+
+    def peer_secret(self, domain: str) -> Optional[str]:
+        peer = self.settings.peers.get(domain.lower())
+        return peer.secret if peer else None
+
+    def own_addresses(self) -> set[str]:
+        addresses = set(self.settings.server_addresses)
+        addresses.add(self.settings.listen_host)
+        return addresses
+
+    def _load_tls(self) -> Optional[tuple[Any, Any, list[Any]]]:
+        if "material" in self._tls_cache:
+            return self._tls_cache["material"]
+        material = None
+        if self.settings.tls_certificate:
+            from twisted.internet import ssl
+
+            with open(self.settings.tls_certificate, "rb") as handle:
+                cert_pem = handle.read()
+            with open(self.settings.tls_key, "rb") as handle:
+                key_pem = handle.read()
+            private = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+            cas = []
+            if self.settings.tls_ca:
+                with open(self.settings.tls_ca, "rb") as handle:
+                    cas = [ssl.Certificate.loadPEM(handle.read())]
+            material = (private, cert_pem, cas)
+        self._tls_cache["material"] = material
+        return material
+
+    def server_tls_options(self) -> Any:
+        """TLS server options (asking for, not requiring, a client certificate), or ``None``."""
+        if "server" in self._tls_cache:
+            return self._tls_cache["server"]
+        material = self._load_tls()
+        options = None
+        if material is not None:
+            from twisted.internet import ssl
+
+            private, _pem, cas = material
+            options = ssl.CertificateOptions(
+                privateKey=private.privateKey.original, certificate=private.original,
+                verify=bool(cas), caCerts=[ca.original for ca in cas] or None,
+                requireCertificate=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            )
+        self._tls_cache["server"] = options
+        return options
+
+    def client_tls_options(self, domain: str) -> Any:
+        """TLS client options verifying the peer's certificate for ``domain`` (service-identity)."""
+        from twisted.internet import ssl
+
+        material = self._load_tls()
+        kwargs: dict[str, Any] = {}
+        if material is not None:
+            private, _pem, cas = material
+            kwargs["clientCertificate"] = private
+            if cas:
+                kwargs["trustRoot"] = cas[0] if len(cas) == 1 else ssl.trustRootFromCertificates(cas)
+        return ssl.optionsForClientTLS(domain, **kwargs)
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if session.principal is not None:
+            sessions = self._ua_sessions.get(session.principal, [])
+            if session in sessions:
+                sessions.remove(session)
+            if not sessions:
+                self._ua_sessions.pop(session.principal, None)
+
+    def ua_logged_in(self, session: Session) -> None:
+        assert session.principal is not None
+        self._ua_sessions.setdefault(session.principal, []).append(session)
+        if session.protocol is not None:
+            session.protocol.version = session.service_version or wire.DEFAULT_VERSION
+
+    def ua_sessions(self, principal: tuple[str, str]) -> list[Session]:
+        return list(self._ua_sessions.get(principal, []))
+
+    # ------------------------------------------------------------------ inbound requests
+
+    def handle_request(self, session: Session, request: wire.Request, strength: str) -> Any:
+        handler = getattr(self, "_on_" + request.method.lower(), None)
+        if handler is None:
+            return wire.response_to(request, 501)
+        return handler(session, request, strength)
+
+    def _dispatch(self, op: Any, strength: str) -> defer.Deferred:
+        self._strengths[op.trans_id] = strength
+        d = self.bus.dispatch(op)
+
+        def done(response: Response) -> Response:
+            self._strengths.pop(op.trans_id, None)
+            self._originals.pop(op.trans_id, None)
+            return response
+
+        return d.addBoth(done)
+
+    def _on_send(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
+        message = mapping.send_to_message(request, origin=self.name, now=self.reactor.seconds())
+        if session.role == "client":
+            message = attrs.evolve(message, source_instance=session.ua_id)
+        self._originals[message.trans_id] = (request.headers, request.body)
+        echo = [(name, value) for name, value in request.headers
+                if name in ("From", "To", "Message-ID", "Conversation-ID")]
+
+        def answer(response: Response) -> wire.Response:
+            code = mapping.prim_code(response, "SEND")
+            self.counters[f"send_{code}"] += 1
+            return wire.response_to(request, code, echo)
+
+        return self._dispatch(message, strength).addCallback(answer)
+
+    def _pair(self, watcher: CPIMURI, target: CPIMURI) -> tuple[str, str]:
+        return (str(watcher.as_pres()).lower(), str(target.as_pres()).lower())
+
+    def _on_subscribe(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
+        op = mapping.subscribe_from_request(request, origin=self.name)
+        if session.role == "client":
+            op = attrs.evolve(op, watcher_instance=session.ua_id)
+        pair = self._pair(op.watcher, op.target)
+
+        def answer(response: Response) -> wire.Response:
+            code = mapping.subscribe_code(op, response)
+            if response.ok and op.duration > 0:
+                self._subscription_ids[pair] = op.subscript_id
+            elif response.ok and self._subscription_ids.get(pair) == op.subscript_id:
+                del self._subscription_ids[pair]
+            headers = mapping.subscribe_response_headers(op, response) if response.ok else [
+                ("From", str(op.watcher)), ("To", str(op.target))]
+            return wire.response_to(request, code, headers)
+
+        return self._dispatch(op, strength).addCallback(answer)
+
+    def _on_fetch(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
+        return self._on_subscribe(session, request, strength)
+
+    def _on_unsubscribe(self, session: Session, request: wire.Request, strength: str) -> Any:
+        watcher = mapping.prim_address(request.header("From"), "pres", "From")
+        target = mapping.prim_address(request.header("To"), "pres", "To")
+        known = self._subscription_ids.get(self._pair(watcher, target))
+        echo = [("From", request.header("From") or ""), ("To", request.header("To") or "")]
+        if known is None:
+            return wire.response_to(request, 404, echo)
+        op = mapping.subscribe_from_request(request, origin=self.name, known_id=known)
+
+        def answer(response: Response) -> wire.Response:
+            self._subscription_ids.pop(self._pair(watcher, target), None)
+            return wire.response_to(request, 200 if response.ok else mapping.prim_code(response, "UNSUBSCRIBE"), echo)
+
+        return self._dispatch(op, strength).addCallback(answer)
+
+    def _on_notify(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
+        op = mapping.notify_from_request(request, origin=self.name)
+        echo = [("From", request.header("From") or ""), ("To", request.header("To") or "")]
+
+        def answer(response: Response) -> wire.Response:
+            if response.ok:
+                return wire.response_to(request, 200, echo)
+            if response.condition is Condition.BAD_REQUEST:
+                return wire.response_to(request, 400, echo)
+            return wire.response_to(request, 403, echo)  # server-00 §7.1.3: no such watcher
+
+        return self._dispatch(op, strength).addCallback(answer)
+
+    def _on_cancelsubscription(self, session: Session, request: wire.Request, strength: str) -> None:
+        target = mapping.prim_address(request.header("From"), "pres", "From")
+        watcher = mapping.prim_address(request.header("To"), "pres", "To")
+        known = self._subscription_ids.pop(self._pair(watcher, target), None)
+        if known is not None:
+            op = Notify(watcher, target, None, known, state=SubscriptionState.TERMINATED, expires=0,
+                        origin=self.name)
+            self._dispatch(op, strength)
+        return None  # no response (-01 §11.1.4)
+
+    # -- client-to-server control commands
+
+    def _principal_uri(self, session: Session) -> CPIMURI:
+        assert session.principal is not None
+        return pres_uri(*session.principal)
+
+    def _on_listen(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        session.listening = True
+        return wire.response_to(request, 200)
+
+    def _on_silence(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        if not session.listening:
+            return wire.response_to(request, 408, phrase="Inbox Is Closed (this user agent was not listening)")
+        session.listening = False
+        return wire.response_to(request, 200)
+
+    def _on_setacl(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        try:
+            parsed = acl.parse_acl(request.body)
+        except acl.ParseError as error:
+            return wire.response_to(request, 400, phrase=f"Bad Request ({error.reason})")
+        assert session.principal is not None
+        self._acls[session.principal] = parsed
+        return wire.response_to(request, 200)
+
+    def _on_getacl(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        assert session.principal is not None
+        current = self._acls.get(session.principal, acl.AccessList({acl.EVERYBODY: acl.PRESENTITY_OPERATIONS | acl.INBOX_OPERATIONS}))
+        return wire.response_to(request, 200, [("Content-Type", "text/xml")], current.to_xml())
+
+    def _on_setclasstable(self, session: Session, request: wire.Request, strength: str) -> Any:
+        try:
+            table = acl.parse_class_table(request.body)
+        except acl.ParseError as error:
+            return wire.response_to(request, 400, phrase=f"Bad Request ({error.reason})")
+        assert session.principal is not None
+        self._class_tables[session.principal] = table
+        self._publish_public(session.principal, session)
+        return wire.response_to(request, 200)
+
+    def _on_getclasstable(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        assert session.principal is not None
+        table = self._class_tables.get(session.principal, acl.ClassTable())
+        return wire.response_to(request, 200, [("Content-Type", "text/xml")], table.to_xml())
+
+    def _on_startwatchernotify(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
+        session.watcher_notify = True
+        from lxml import etree
+
+        def answer(records: list) -> wire.Response:
+            root = etree.Element("SUBSCRIBERS")
+            for record in records:
+                etree.SubElement(root, "subscriber").text = str(record.watcher)
+            return wire.response_to(request, 200, [("Content-Type", "text/xml")],
+                                    etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+        return defer.maybeDeferred(self.bus.presence.subscriptions_of, self._principal_uri(session)).addCallback(answer)
+
+    def _on_stopwatchernotify(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        session.watcher_notify = False
+        return wire.response_to(request, 200)
+
+    def _acl_allows(self, principal: tuple[str, str], requester: CPIMURI, operation: str) -> bool:
+        table = self._acls.get(principal)
+        if table is None:
+            return True  # no ACL set: the gateway's policy decides alone
+        return table.allows(requester.address, operation)
+
+    def _on_publish(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        assert session.principal is not None
+        tuple_id = request.header("Tuple-ID")
+        if not tuple_id:
+            return wire.response_to(request, 400, phrase="Bad Request (Tuple-ID is missing)")
+        pi_type = (request.header("PI-Type") or "permanent").lower()
+        if pi_type not in ("leased", "permanent", "renew", "revert"):
+            return wire.response_to(request, 400, phrase="Bad Request (PI-Type)")
+        classes = acl.parse_classes(request.header("Class"))
+        tuples = self._tuples.setdefault(session.principal, {})
+        state = tuples.get(tuple_id)
+        notify = True
+        if pi_type in ("renew", "revert"):
+            if state is None or state.leased is None:
+                return wire.response_to(request, 403, phrase="Resource Not Found (no lease on this tuple)")
+            if pi_type == "renew":
+                duration = int(request.header("Duration") or "0")
+                self._arm_lease(session.principal, tuple_id, state, duration)
+                notify = False  # -01 §11.2: renewals do not notify
+            else:
+                self._drop_lease(session.principal, tuple_id, state)
+        else:
+            content = mapping.presence_content(request.header("Content-Type") or "", request.body,
+                                               entity=self._principal_uri(session)) if request.body else None
+            if content is None:
+                return wire.response_to(request, 400, phrase="Bad Request (PUBLISH needs a presence body)")
+            if state is None:
+                state = tuples[tuple_id] = TupleState()
+            if pi_type == "leased":
+                duration = int(request.header("Duration") or "0")
+                if duration <= 0:
+                    return wire.response_to(request, 400, phrase="Bad Request (a leased value needs a Duration)")
+                state.leased = (content, classes)
+                self._arm_lease(session.principal, tuple_id, state, duration)
+            else:
+                state.permanent = (content, classes)
+                notify = state.leased is None  # a permanent value under a lease is not shown yet
+        if notify:
+            self._publish_public(session.principal, session)
+        return wire.response_to(request, 200, [("Tuple-ID", tuple_id)])
+
+    def _on_remove(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
+        assert session.principal is not None
+        tuple_id = request.header("Tuple-ID") or ""
+        tuples = self._tuples.get(session.principal, {})
+        state = tuples.pop(tuple_id, None)
+        if state is None:
+            return wire.response_to(request, 403, phrase="Resource Not Found (no such tuple)")
+        if state.lease_timer is not None and state.lease_timer.active():
+            state.lease_timer.cancel()
+        self._publish_public(session.principal, session)
+        return wire.response_to(request, 200)
+
+    def _arm_lease(self, principal: tuple[str, str], tuple_id: str, state: TupleState, duration: int) -> None:
+        if state.lease_timer is not None and state.lease_timer.active():
+            state.lease_timer.cancel()
+        state.lease_timer = self.reactor.callLater(max(duration, 0), self._lease_expired, principal, tuple_id)
+
+    def _drop_lease(self, principal: tuple[str, str], tuple_id: str, state: TupleState) -> None:
+        if state.lease_timer is not None and state.lease_timer.active():
+            state.lease_timer.cancel()
+        state.leased = None
+        state.lease_timer = None
+        if state.permanent is None:
+            self._tuples.get(principal, {}).pop(tuple_id, None)
+
+    def _lease_expired(self, principal: tuple[str, str], tuple_id: str) -> None:
+        state = self._tuples.get(principal, {}).get(tuple_id)
+        if state is None:
+            return
+        state.lease_timer = None
+        self._drop_lease(principal, tuple_id, state)
+        log.info("PRIM lease of tuple {tuple} of {who} expired", tuple=tuple_id, who="@".join(principal))
+        self._publish_public(principal, None)
+
+    def _document_for(self, principal: tuple[str, str], watcher: Optional[str]) -> Optional[bytes]:
+        """The presentity's document as ``watcher`` may see it (``None``: the public part)."""
+        table = self._class_tables.get(principal, acl.ClassTable())
+        public_class = table.class_of("nobody@invalid")
+        documents = []
+        for state in self._tuples.get(principal, {}).values():
+            current = state.current
+            if current is None:
+                continue
+            content, classes = current
+            if watcher is None:
+                visible = not classes or public_class in classes
+            else:
+                visible = table.visible(watcher, classes)
+            if visible:
+                documents.append(content.body)
+        if not documents:
+            return None
+        return compose_tuples(str(pres_uri(*principal)), documents)
+
+    def _publish_public(self, principal: tuple[str, str], session: Optional[Session]) -> None:
+        document = self._document_for(principal, None)
+        presentity = pres_uri(*principal)
+        if document is None:
+            op = Publish(presentity, Content(MEDIA_PIDF, b""), origin=self.name, instance=self.name, expires=0)
+        else:
+            op = Publish(presentity, Content(MEDIA_PIDF, document), origin=self.name, instance=self.name)
+        self.bus.dispatch(op)
+
+    # ------------------------------------------------------------------ deliver (bus -> PRIM)
+
+    def deliver(self, operation: Any) -> defer.Deferred:
+        if isinstance(operation, Message):
+            return self._deliver_message(operation)
+        if isinstance(operation, Subscribe):
+            return self._deliver_subscribe(operation)
+        if isinstance(operation, Notify):
+            return self._deliver_notify(operation)
+        return defer.succeed(failure(operation, Condition.UNSUPPORTED,
+                                     f"the PRIM adapter does not take {type(operation).__name__}"))
+
+    def _astrength(self, op: Any) -> Optional[str]:
+        strength = self._strengths.get(op.trans_id)
+        return strength if strength and strength != "none" else None
+
+    def _send_headers(self, message: Message) -> tuple[list[tuple[str, str]], bytes]:
+        original = self._originals.get(message.trans_id)
+        if original is not None:
+            headers = [(n, v) for n, v in original[0] if n not in (mapping.MAX_FORWARDS_HEADER, "AStrength")]
+            strength = self._astrength(message)
+            if strength:
+                headers.append(("AStrength", strength))
+            headers.append((mapping.MAX_FORWARDS_HEADER, str(message.max_forwards)))
+            return headers, original[1]
+        return mapping.message_to_send(message, now=self.reactor.seconds(), astrength=self._astrength(message))
+
+    @defer.inlineCallbacks
+    def _deliver_message(self, message: Message):  # type: ignore[no-untyped-def]
+        domain = message.destination.domain_key
+        headers, body = self._send_headers(message)
+        if self.is_local_domain(domain):
+            principal = (message.destination.user, domain)
+            if not self._acl_allows(principal, message.source, "send"):
+                return failure(message, Condition.FORBIDDEN, "the inbox's ACL refuses this sender", 402)
+            listeners = [s for s in self.ua_sessions(principal) if s.listening and s.protocol is not None]
+            if not listeners:
+                return failure(message, Condition.UNAVAILABLE, f"inbox {message.destination} is closed", 408)
+            results = yield defer.DeferredList(
+                [s.protocol.send_request("SEND", headers, body) for s in listeners], consumeErrors=True)
+            codes = [result.code for ok, result in results if ok]
+            code = _most_positive(codes)
+            status, condition = mapping.cpim_status(code)
+            return Response(message.trans_id, status, f"PRIM {code}", condition, None, code)
+        response = yield self._peer_request(domain, "im", "SEND", headers, body, message)
+        return response
+
+    @defer.inlineCallbacks
+    def _deliver_subscribe(self, op: Subscribe):  # type: ignore[no-untyped-def]
+        domain = op.target.domain_key
+        if self.is_local_domain(domain):
+            principal = (op.target.user, domain)
+            operation = "subscribe" if op.duration > 0 else "fetch"
+            if not self._acl_allows(principal, op.watcher, operation):
+                return failure(op, Condition.FORBIDDEN, f"the presentity's ACL refuses {operation}", 402)
+            for session in self.ua_sessions(principal):
+                if session.watcher_notify and session.protocol is not None:
+                    session.protocol.send_request(
+                        "WATCHERNOTIFY",
+                        [("From", str(op.watcher.as_pres())), ("To", str(op.target.as_pres())),
+                         ("Watcher-Type", "subscribe" if op.duration > 0 else "fetch")],
+                        expect_response=False)
+            return success(op, duration=op.duration)
+        method, headers = mapping.subscribe_to_request(op, now=self.reactor.seconds(), astrength=self._astrength(op))
+        pair = self._pair(op.watcher, op.target)
+        response = yield self._peer_request(domain, "presence", method, headers, b"", op)
+        if response.ok and op.duration > 0:
+            self._subscription_ids[pair] = op.subscript_id
+        elif op.duration == 0 and self._subscription_ids.get(pair) == op.subscript_id:
+            del self._subscription_ids[pair]
+        return response
+
+    @defer.inlineCallbacks
+    def _deliver_notify(self, op: Notify):  # type: ignore[no-untyped-def]
+        domain = op.watcher.domain_key
+        terminated = op.state is SubscriptionState.TERMINATED
+        if op.presence is None and not terminated:
+            return success(op, "nothing to show yet (PRIM has no pending state)")
+        target_principal = (op.target.user, op.target.domain_key)
+        if op.presence is not None and target_principal in self._tuples:
+            document = self._document_for(target_principal, op.watcher.address)
+            if document is not None:
+                op = attrs.evolve(op, presence=Content(MEDIA_PIDF, document))
+        headers, body = mapping.notify_to_request(op, now=self.reactor.seconds(), astrength=self._astrength(op))
+        if self.is_local_domain(domain):
+            sessions = [s for s in self.ua_sessions((op.watcher.user, domain)) if s.protocol is not None]
+            if not sessions:
+                return failure(op, Condition.UNAVAILABLE, f"no user agent of {op.watcher} is logged in", 403)
+            sends = []
+            for session in sessions:
+                legacy = (session.service_version or "").split("/")[0] in ("PP", "PRIM-PR")
+                if body:
+                    sends.append(session.protocol.send_request("NOTIFY", headers if not legacy else
+                                                               [h for h in headers if h[0] != "Duration"], body))
+                if terminated and legacy:
+                    session.protocol.send_request("CANCELSUBSCRIPTION", [("From", str(op.target.as_pres())),
+                                                                          ("To", str(op.watcher.as_pres()))],
+                                                  expect_response=False)
+                elif terminated and not body:
+                    sends.append(session.protocol.send_request("NOTIFY", headers))
+            results = yield defer.DeferredList(sends, consumeErrors=True)
+            codes = [result.code for ok, result in results if ok]
+            if not sends or any(code == 200 for code in codes):
+                return success(op)
+            code = codes[0] if codes else 504
+            status, condition = mapping.cpim_status(code)
+            return Response(op.trans_id, status, f"PRIM {code}", condition, None, code)
+        response = yield self._peer_request(domain, "presence", "NOTIFY", headers, body, op)
+        return response
+
+    # ------------------------------------------------------------------ peers (outbound S-S)
+
+    @defer.inlineCallbacks
+    def _peer_request(self, domain: str, service: str, method: str, headers: list, body: bytes, op: Any):  # type: ignore[no-untyped-def]
+        """Send ``method`` to the server of ``domain``; the hub Response (never raises)."""
+        for attempt in range(3):
+            try:
+                protocol = yield self.peer_connection(domain, service)
+                response = yield protocol.send_request(method, headers, body)
+            except PrimConnectionLost as error:
+                if attempt == 0:
+                    continue  # a cached connection went away: unprocessed, safe to retry once
+                return failure(op, Condition.NO_ROUTE, f"PRIM peer {domain}: {error}")
+            except PrimTimeout as error:
+                return failure(op, Condition.TIMEOUT, f"PRIM peer {domain}: {error}", 504)
+            except (sasl.SASLError, PeerError) as error:
+                return failure(op, Condition.NO_ROUTE, f"PRIM peer {domain}: {error}", 502)
+            except Exception as error:  # noqa: BLE001 - TLS or TCP failure
+                log.info("PRIM peer {domain} unreachable: {error}", domain=domain, error=error)
+                return failure(op, Condition.NO_ROUTE, f"PRIM peer {domain} unreachable: {error}", 502)
+            if response.code == 300 and attempt < 2:
+                target = (response.header("Redirect") or "").split()
+                if len(target) == 2 and target[1].isdigit():
+                    self._redirects[domain] = (target[0], int(target[1]))
+                    log.info("PRIM peer {domain} redirects to {target}", domain=domain, target=target)
+                    continue
+            return mapping.cpim_response(op.trans_id, response)
+        return failure(op, Condition.NO_ROUTE, f"PRIM peer {domain}: too many redirects", 300)
+
+    @defer.inlineCallbacks
+    def next_hops(self, domain: str, service: str):  # type: ignore[no-untyped-def]
+        """The (host, port) candidates for ``domain`` (peers table, redirect, SRV, A)."""
+        if domain in self._redirects:
+            return [self._redirects[domain]]
+        peer = self.settings.peers.get(domain)
+        if peer is not None and peer.host:
+            return [(peer.host, peer.port or self.settings.default_port)]
+        if not self.settings.srv_lookup:
+            return [(domain, (peer.port if peer else 0) or self.settings.default_port)]
+        hops = yield discover(self._resolver(), domain, service, self.settings.default_port)
+        return hops
+
+    def _resolver(self) -> Any:
+        if self.resolver is None:
+            from twisted.names import client
+
+            self.resolver = client.createResolver()
+        return self.resolver
+
+    def peer_connection(self, domain: str, service: str = "im") -> defer.Deferred:
+        """``Deferred[PrimProtocol]``: a logged-in connection to the server of ``domain``.
+
+        Connections are shared per (domain, host, port): presence and IM of one
+        domain at the same address use one connection (server-00 §5.2)."""
+        return self._connect_peer(domain, service)
+
+    @defer.inlineCallbacks
+    def _connect_peer(self, domain: str, service: str):  # type: ignore[no-untyped-def]
+        hops = yield self.next_hops(domain, service)
+        if not hops:
+            raise PeerError(f"no server found for {domain}")
+        last: Optional[BaseException] = None
+        for host, port in hops[:3]:
+            key = (domain, host, port)
+            ready = self._peer_ready.get(key)
+            if ready is not None and not ready.closed:
+                return ready
+            waiters = self._peer_pending.get(key)
+            try:
+                if waiters is not None:
+                    waiter: defer.Deferred = defer.Deferred()
+                    waiters.append(waiter)
+                    protocol = yield waiter
+                    return protocol
+                self._peer_pending[key] = []
+                try:
+                    protocol = yield self._open_peer(domain, host, port)
+                except BaseException as error:
+                    for waiter in self._peer_pending.pop(key, []):
+                        waiter.errback(error)
+                    raise
+                self._peer_ready[key] = protocol
+                for waiter in self._peer_pending.pop(key, []):
+                    waiter.callback(protocol)
+                return protocol
+            except Exception as error:  # noqa: BLE001 - try the next hop
+                last = error
+        assert last is not None
+        raise last
+
+    @defer.inlineCallbacks
+    def _open_peer(self, domain: str, host: str, port: int):  # type: ignore[no-untyped-def]
+        peer = self.settings.peers.get(domain, PeerSettings(domain))
+        session = Session(self, "outbound", peer_domain=domain)
+        protocol = self.make_protocol(session)
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.request_timeout or 30)
+        yield connectProtocol(endpoint, protocol)
+        try:
+            material = self._load_tls()
+            use_tls = peer.tls and (material is not None or bool(self.settings.tls_ca))
+            if use_tls:
+                answer = yield protocol.send_request("STARTTLS")
+                if answer.code != 200:
+                    raise PeerError(f"{domain} refused STARTTLS: {answer.code} {answer.reason}")
+                handshake = protocol.start_tls(self.client_tls_options(domain))
+                handshake.addTimeout(self.settings.request_timeout or 30, self.reactor)
+                yield handshake
+                session.link_strength = "strong"
+            mechanisms = []
+            if use_tls and material is not None and "EXTERNAL" in self.settings.sasl_mechanisms:
+                mechanisms.append("EXTERNAL")
+            if peer.secret is not None:
+                mechanisms += [m for m in ("CRAM-MD5", "PLAIN") if m in self.settings.sasl_mechanisms
+                               and (m != "PLAIN" or use_tls)]
+            if mechanisms:
+                local = self.settings.local_domains[0]
+                mechanism = yield login_to_peer(protocol, domain=local, mechanisms=mechanisms, secret=peer.secret)
+                if not use_tls:
+                    session.link_strength = "weak"
+                elif mechanism != "EXTERNAL":
+                    session.link_strength = "medium"
+            log.info("PRIM connection to {domain} at {host}:{port} ready", domain=domain, host=host, port=port)
+        except BaseException:
+            protocol.close()
+            raise
+        return protocol
+
+
+class PeerError(Exception):
+    """A peer server that cannot be used (refused STARTTLS or LOGIN, no address)."""
+
+
+SRV_NAMES = {
+    "im": ("_prim-im._tcp", "_im._tcp"),
+    "presence": ("_prim-pr._tcp", "_presence._tcp"),
+}
+
+
+@defer.inlineCallbacks
+def discover(resolver: Any, domain: str, service: str, default_port: int):  # type: ignore[no-untyped-def]
+    """server-00 §5.2 / -01 §7.2: SRV ``_prim-im._tcp`` / ``_prim-pr._tcp`` (then the legacy
+    ``_im._tcp`` / ``_presence._tcp``) of ``domain``, ordered by RFC 2782; else the A record at
+    ``default_port``.  ``Deferred[list[(host, port)]]``."""
+    from cpimgw.routing import order_srv, _srv_targets  # type: ignore[attr-defined]
+
+    for prefix in SRV_NAMES.get(service, SRV_NAMES["im"]):
+        name = f"{prefix}.{domain}"
+        try:
+            answers, _auth, _add = yield resolver.lookupService(name)
+        except Exception:  # noqa: BLE001 - NXDOMAIN, timeout: next name
+            continue
+        targets = _srv_targets(answers, name)
+        if targets:
+            return [(t.target.rstrip("."), t.port) for t in order_srv(targets)]
+    try:
+        yield resolver.getHostByName(domain)
+    except Exception:  # noqa: BLE001
+        return []
+    return [(domain, default_port)]

@@ -1,0 +1,1 @@
+"""Tests of the PRIM adapter (cpimgw.adapters.prim)."""

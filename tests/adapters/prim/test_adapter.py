@@ -1,0 +1,372 @@
+"""Unit tests of the PRIM adapter on a bus driven by MemoryReactorClock, connections on StringTransport."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from cpimgw.adapters.prim import sasl, wire
+from cpimgw.adapters.prim.adapter import PrimAdapter, PrimSettings, compose_tuples
+from cpimgw.adapters.prim.presence_doc import simple_pidf
+from cpimgw.adapters.prim.server import Session
+from cpimgw.adapters.prim.wire import Parser, Request
+from cpimgw.cpim.errors import ConfigError
+from cpimgw.cpim.operations import Condition, Content, Message, Publish, Status, Subscribe, failure
+from cpimgw.cpim.uri import im_uri, pres_uri
+from cpimgw.interfaces import IAdapter, IMessaging, IPresence
+from cpimgw.testing import BusFixture, settle
+
+CLASS_TABLE = b'<classtable><class name="friends"><watcher>bff@alpha.example</watcher></class></classtable>'
+
+
+class Connection:
+    """One side of a PRIM connection to the adapter, driven by hand."""
+
+    def __init__(self, adapter: PrimAdapter, role: str) -> None:
+        self.session = Session(adapter, role)
+        self.protocol = adapter.make_protocol(self.session)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.ids = 0
+
+    def send(self, method: str, headers=(), body: bytes = b"", request_id: str | None = None):  # type: ignore[no-untyped-def]
+        self.ids += 1
+        request = Request(method, request_id or str(self.ids), tuple(headers), body)
+        self.protocol.dataReceived(request.to_bytes())
+        return request
+
+    def read(self) -> list:
+        items = Parser().feed(self.transport.value())
+        self.transport.clear()
+        return items
+
+    def close(self) -> None:
+        if not self.protocol.closed or self.transport.disconnecting:
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def answer(self, request: Request, code: int) -> None:
+        self.protocol.dataReceived(wire.Response(request.request_id, code).to_bytes())
+
+
+class AdapterTests(BusFixture, TestCase):
+    def setUp(self):  # type: ignore[no-untyped-def]
+        result = super().setUp()
+        self.settings = PrimSettings.from_mapping({
+            "local_domains": ["prim.example"],
+            "users": {"alice": "wonder", "bob": "builder"},
+            "peers": {"peer.example": {"host": "127.0.0.1", "port": 5999, "secret": "s3cret"}},
+            "s2s_require_tls": False,
+        })
+        self.adapter = PrimAdapter(self.settings, self.bus, listen_ports={})
+        self.adapter.bus = self.bus
+        self.bus.register(self.adapter)
+        self.adapter.startService()
+        self.addCleanup(self.adapter.stopService)
+        return result
+
+    def connect(self, role: str) -> Connection:
+        conn = Connection(self.adapter, role)
+        self.addCleanup(conn.close)
+        return conn
+
+    def login(self, user: str = "alice", secret: str | None = None) -> Connection:
+        conn = self.connect("client")
+        frm = [("From", f"pres:{user}@prim.example")]
+        conn.send("LOGIN", frm + [("Auth-State", "init"), ("SASL-Mech", "CRAM-MD5,PLAIN")])
+        (challenge,) = conn.read()
+        self.assertEqual((challenge.code, challenge.header("SASL-Mech")), (100, "CRAM-MD5"))
+        body = sasl.cram_md5_response(f"{user}@prim.example", secret or self.settings.users[user], challenge.body)
+        conn.send("LOGIN", frm + [("Auth-State", "continue"), ("SASL-Mech", "CRAM-MD5"), ("Content-Type", "text/plain")], body)
+        (done,) = conn.read()
+        self.assertEqual(done.code, 200, done)
+        self.assertTrue(done.header("User-Agent-ID"))
+        return conn
+
+    def test_interfaces(self) -> None:
+        verifyObject(IAdapter, self.adapter)
+        self.assertTrue(IMessaging.providedBy(self.adapter) and IPresence.providedBy(self.adapter))
+        self.assertEqual(self.adapter.domains, ("prim.example", "peer.example"))
+        # No tls_ca: a peer certificate is never taken as proof of a domain.
+        self.assertFalse(self.adapter.verifies_peers())
+
+    def test_requests_before_login_are_401(self) -> None:
+        conn = self.connect("client")
+        conn.send("SEND", [("From", "im:alice@prim.example"), ("To", "im:x@beta.example")])
+        self.assertEqual([r.code for r in conn.read()], [401])
+
+    def test_login_twice_is_409_and_wrong_secret_406(self) -> None:
+        conn = self.login()
+        conn.send("LOGIN", [("From", "pres:alice@prim.example"), ("Auth-State", "init"), ("SASL-Mech", "CRAM-MD5")])
+        self.assertEqual([r.code for r in conn.read()], [409])
+        bad = self.connect("client")
+        bad.send("LOGIN", [("From", "pres:alice@prim.example"), ("Auth-State", "init"), ("SASL-Mech", "CRAM-MD5")])
+        (challenge,) = bad.read()
+        bad.send("LOGIN", [("From", "pres:alice@prim.example"), ("Auth-State", "continue"), ("SASL-Mech", "CRAM-MD5"),
+                           ("Content-Type", "text/plain")], sasl.cram_md5_response("alice@prim.example", "guess", challenge.body))
+        self.assertEqual([r.code for r in bad.read()], [406])
+        self.assertTrue(bad.transport.disconnecting)
+
+    def test_plain_refused_without_tls(self) -> None:
+        conn = self.connect("client")
+        conn.send("LOGIN", [("From", "pres:alice@prim.example"), ("Auth-State", "init"), ("SASL-Mech", "PLAIN")])
+        self.assertEqual([r.code for r in conn.read()], [406])
+
+    def test_login_timeout(self) -> None:
+        conn = self.connect("client")
+        self.reactor.advance(self.settings.login_timeout)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_from_must_be_the_principal(self) -> None:
+        conn = self.login()
+        conn.send("SEND", [("From", "im:bob@prim.example"), ("To", "im:x@beta.example"), ("Content-Type", "text/plain")], b"x")
+        self.assertEqual([r.code for r in conn.read()], [402])
+
+    def test_send_to_another_network(self) -> None:
+        conn = self.login()
+        conn.send("SEND", [("From", "im:alice@prim.example"), ("To", "im:romeo@beta.example"), ("Message-ID", "m1"),
+                           ("Conversation-ID", "c1"), ("Content-Type", "text/plain")], b"hi romeo")
+        settle(self.bus)
+        (response,) = conn.read()
+        self.assertEqual((response.code, response.header("Message-ID")), (200, "m1"))
+        (message,) = self.beta.of_type(Message)
+        self.assertEqual((message.source, message.destination, message.message_id),
+                         (im_uri("alice", "prim.example"), im_uri("romeo", "beta.example"), "m1"))
+        self.assertEqual(message.source_instance, conn.session.ua_id)
+        self.assertIn(b"PRIM.Message-ID: m1", message.content.body)
+
+    def test_send_failure_maps_to_prim(self) -> None:
+        self.beta.reply = lambda op: failure(op, Condition.UNAVAILABLE, "offline")
+        conn = self.login()
+        conn.send("SEND", [("From", "im:alice@prim.example"), ("To", "im:romeo@beta.example"), ("Content-Type", "text/plain")], b"x")
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [408])
+
+    def test_message_to_listening_user_agents(self) -> None:
+        first, second = self.login(), self.login()
+        first.send("LISTEN", [("From", "im:alice@prim.example")])
+        second.send("LISTEN", [("From", "im:alice@prim.example")])
+        first.read(), second.read()
+        body = b"From: <im:romeo@alpha.example>\r\nTo: <im:alice@prim.example>\r\n\r\nContent-Type: text/plain\r\n\r\nhi"
+        d = self.alpha.inject(Message(im_uri("romeo", "alpha.example"), im_uri("alice", "prim.example"),
+                                      Content("message/cpim", body), message_id="r1"))
+        settle(self.bus)
+        (one,), (two,) = first.read(), second.read()
+        self.assertEqual((one.method, one.body, one.header("Content-Type"), one.header("Message-ID")),
+                         ("SEND", body, "message/cpim", "r1"))
+        first.answer(one, 408)
+        self.assertNoResult(d)
+        second.answer(two, 200)  # the most positive answer wins
+        settle(self.bus)
+        self.assertIs(self.successResultOf(d).status, Status.SUCCESS)
+
+    def test_closed_inbox(self) -> None:
+        self.login()
+        d = self.alpha.inject(Message(im_uri("romeo", "alpha.example"), im_uri("alice", "prim.example"),
+                                      Content("text/plain", b"hi")))
+        settle(self.bus)
+        response = self.successResultOf(d)
+        self.assertEqual((response.status, response.condition, response.native_code),
+                         (Status.FAILURE, Condition.UNAVAILABLE, 408))
+
+    def test_silence_when_not_listening(self) -> None:
+        conn = self.login()
+        conn.send("SILENCE", [("From", "im:alice@prim.example")])
+        self.assertEqual([r.code for r in conn.read()], [408])
+
+    def test_inbox_acl(self) -> None:
+        conn = self.login()
+        conn.send("LISTEN", [("From", "im:alice@prim.example")])
+        conn.send("SETACL", [("From", "pres:alice@prim.example"), ("Content-Type", "text/xml")],
+                  b"<ACL><entry><target><address>@alpha.example</address></target><allow/></entry></ACL>")
+        self.assertEqual([r.code for r in conn.read()], [200, 200])
+        d = self.alpha.inject(Message(im_uri("romeo", "alpha.example"), im_uri("alice", "prim.example"),
+                                      Content("text/plain", b"hi")))
+        settle(self.bus)
+        self.assertEqual(self.successResultOf(d).condition, Condition.FORBIDDEN)
+        conn.send("GETACL", [("From", "pres:alice@prim.example")])
+        (got,) = conn.read()
+        self.assertIn(b"<address>@alpha.example</address>", got.body)
+
+    def test_lease_model(self) -> None:
+        conn = self.login()
+        permanent = simple_pidf("pres:alice@prim.example", "closed", tuple_id="t1")
+        leased = simple_pidf("pres:alice@prim.example", "open", tuple_id="t1")
+        base = [("From", "pres:alice@prim.example"), ("Tuple-ID", "t1")]
+        conn.send("PUBLISH", base + [("PI-Type", "permanent"), ("Content-Type", "application/pidf+xml")], permanent)
+        conn.send("PUBLISH", base + [("PI-Type", "leased"), ("Duration", "60"), ("Content-Type", "application/pidf+xml")], leased)
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200, 200])
+        stored = self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example")))
+        self.assertEqual(stored["prim"].body, leased)
+        conn.send("PUBLISH", base + [("PI-Type", "renew"), ("Duration", "60")])
+        self.reactor.advance(59)
+        conn.read()
+        self.reactor.advance(60)  # the renewed lease expires: back to the permanent value
+        settle(self.bus)
+        stored = self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example")))
+        self.assertEqual(stored["prim"].body, permanent)
+        conn.send("REMOVE", base)
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200])
+        self.assertEqual(self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example"))), {})
+        conn.send("REMOVE", base)
+        self.assertEqual([r.code for r in conn.read()], [403])
+
+    def test_legacy_presence_published_as_pidf(self) -> None:
+        conn = self.login()
+        legacy = (b'<presence identifier="pres:alice@prim.example" date="Thu, 5 Sep 2000 15:45:45 -0500">'
+                  b'<contact address="im:alice@prim.example"><display-name>IM</display-name>'
+                  b'<status value="open"/><preference value="0"/></contact></presence>')
+        conn.send("PUBLISH", [("From", "pres:alice@prim.example"), ("Tuple-ID", "im"), ("PI-Type", "permanent"),
+                              ("Content-Type", "application/presence")], legacy)
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200])
+        stored = self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example")))["prim"]
+        self.assertEqual(stored.media_type, "application/pidf+xml")
+        self.assertIn(b'<contact priority="1">im:alice@prim.example</contact>', stored.body)
+        self.assertIn(b"<basic>open</basic>", stored.body)
+
+    def test_polite_blocking(self) -> None:
+        conn = self.login()
+        conn.send("SETCLASSTABLE", [("From", "pres:alice@prim.example"), ("Content-Type", "text/xml")], CLASS_TABLE)
+        public = simple_pidf("pres:alice@prim.example", "closed", tuple_id="public")
+        private = simple_pidf("pres:alice@prim.example", "open", tuple_id="private", note="for friends")
+        conn.send("PUBLISH", [("From", "pres:alice@prim.example"), ("Tuple-ID", "public"),
+                              ("Content-Type", "application/pidf+xml")], public)
+        conn.send("PUBLISH", [("From", "pres:alice@prim.example"), ("Tuple-ID", "private"), ("Class", "friends"),
+                              ("Content-Type", "application/pidf+xml")], private)
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200, 200, 200])
+        stored = self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example")))
+        self.assertEqual(stored["prim"].body, public)  # other networks see the public part only
+        self.assertEqual(self.adapter._document_for(("alice", "prim.example"), "bff@alpha.example"),
+                         compose_tuples("pres:alice@prim.example", [public, private]))
+        self.assertEqual(self.adapter._document_for(("alice", "prim.example"), "stranger@alpha.example"), public)
+
+    def test_subscribe_from_user_agent_and_notify_back(self) -> None:
+        conn = self.login()
+        conn.send("SUBSCRIBE", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example"),
+                                ("Duration", "600"), ("Subscription-ID", "s1")])
+        settle(self.bus)
+        (response,) = conn.read()
+        self.assertEqual((response.code, response.header("Subscription-ID")), (200, "s1"))
+        (forwarded,) = self.alpha.of_type(Subscribe)
+        self.assertEqual((forwarded.watcher, forwarded.subscript_id), (pres_uri("alice", "prim.example"), "s1"))
+        pidf = simple_pidf("pres:romeo@alpha.example", "open")
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", pidf)))
+        settle(self.bus)
+        notifies = [r for r in conn.read() if r.method == "NOTIFY"]
+        self.assertEqual(notifies[-1].body, pidf)
+        self.assertEqual(notifies[-1].header("Subscription-ID"), "s1")
+        conn.send("UNSUBSCRIBE", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example")])
+        settle(self.bus)
+        self.assertIn(200, [r.code for r in conn.read() if isinstance(r, wire.Response)])
+        conn.send("UNSUBSCRIBE", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example")])
+        self.assertEqual([r.code for r in conn.read() if isinstance(r, wire.Response)], [404])
+
+    def test_duration_adjusted(self) -> None:
+        conn = self.login()
+        conn.send("SUBSCRIBE", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example"),
+                                ("Duration", "9999999"), ("Subscription-ID", "s2")])
+        settle(self.bus)
+        (response,) = [r for r in conn.read() if isinstance(r, wire.Response)]
+        self.assertEqual((response.code, response.header("Duration")), (201, str(self.bus.presence.max_duration)))
+
+    def test_fetch(self) -> None:
+        conn = self.login()
+        pidf = simple_pidf("pres:romeo@alpha.example", "open")
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", pidf)))
+        conn.send("FETCH", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example")])
+        settle(self.bus)
+        items = conn.read()
+        self.assertEqual([r.code for r in items if isinstance(r, wire.Response)], [200])
+        (notify,) = [r for r in items if isinstance(r, Request)]
+        self.assertEqual((notify.method, notify.body, notify.header("Duration")), ("NOTIFY", pidf, "0"))
+        (forwarded,) = self.alpha.of_type(Subscribe)
+        self.assertEqual(forwarded.duration, 0)
+
+    def test_subscription_to_local_user_with_watcher_notify(self) -> None:
+        conn = self.login()
+        conn.send("STARTWATCHERNOTIFY", [("From", "pres:alice@prim.example")])
+        settle(self.bus)
+        (listing,) = conn.read()
+        self.assertEqual(listing.code, 200)
+        self.assertIn(b"<SUBSCRIBERS", listing.body)
+        d = self.alpha.inject(Subscribe(pres_uri("romeo", "alpha.example"), pres_uri("alice", "prim.example"), 300))
+        settle(self.bus)
+        self.assertIs(self.successResultOf(d).status, Status.SUCCESS)
+        (note,) = [r for r in conn.read() if r.method == "WATCHERNOTIFY"]
+        self.assertEqual((note.request_id, note.header("From"), note.header("Watcher-Type")),
+                         ("-", "pres:romeo@alpha.example", "subscribe"))
+
+    def test_presence_acl_refuses_subscribe(self) -> None:
+        conn = self.login()
+        conn.send("SETACL", [("From", "pres:alice@prim.example"), ("Content-Type", "text/xml")],
+                  b"<ACL><entry><target><address>.</address></target><allow><fetch/></allow></entry></ACL>")
+        d = self.alpha.inject(Subscribe(pres_uri("romeo", "alpha.example"), pres_uri("alice", "prim.example"), 300))
+        settle(self.bus)
+        self.assertEqual(self.successResultOf(d).condition, Condition.FORBIDDEN)
+
+    def test_server_login_and_peer_authorisation(self) -> None:
+        conn = self.connect("server")
+        conn.send("LOGIN", [("Domain", "peer.example"), ("Auth-State", "init"), ("SASL-Mech", "CRAM-MD5,PLAIN")])
+        (challenge,) = conn.read()
+        self.assertEqual(challenge.code, 100)
+        conn.send("LOGIN", [("Domain", "peer.example"), ("Auth-State", "continue"), ("SASL-Mech", "CRAM-MD5"),
+                            ("Content-Type", "text/plain")], sasl.cram_md5_response("peer.example", "s3cret", challenge.body))
+        self.assertEqual([r.code for r in conn.read()], [200])
+        self.assertEqual(conn.session.link_strength, "weak")
+        conn.send("SEND", [("From", "im:bob@prim.example"), ("To", "im:alice@prim.example"), ("Message-ID", "x"),
+                           ("Content-Type", "text/plain")], b"claims to be one of our own users")
+        self.assertEqual([r.code for r in conn.read()], [402])
+        conn.send("SEND", [("From", "im:mallory@alpha.example"), ("To", "im:alice@prim.example"), ("Message-ID", "x"),
+                           ("Content-Type", "text/plain")], b"spoof")
+        self.assertEqual([r.code for r in conn.read()], [402])
+        conn.send("SEND", [("From", "im:joe@peer.example"), ("To", "im:nobody@elsewhere.example"),
+                           ("Content-Type", "text/plain")], b"relay?")
+        self.assertEqual([r.code for r in conn.read()], [403])
+        conn.send("SEND", [("From", "im:joe@peer.example"), ("To", "im:joe@peer.example"),
+                           ("Content-Type", "text/plain")], b"loop back to your own domain?")
+        self.assertEqual([r.code for r in conn.read()], [403])
+        conn.send("SEND", [("From", "im:joe@peer.example"), ("To", "im:romeo@beta.example"), ("Message-ID", "j0"),
+                           ("Content-Type", "text/plain")], b"to another network through us")
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200])
+        self.assertEqual(self.beta.of_type(Message)[0].message_id, "j0")
+        conn.send("SEND", [("From", "im:joe@peer.example"), ("To", "im:alice@prim.example"), ("Message-ID", "j1"),
+                           ("Content-Type", "text/plain")], b"hi")
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [408])  # alice is not listening
+        conn.send("PUBLISH", [("From", "pres:joe@peer.example")])
+        self.assertEqual([r.code for r in conn.read()], [501])  # control commands are client-server only
+
+    def test_min_astrength(self) -> None:
+        self.adapter.settings = PrimSettings.from_mapping({**_plain(self.settings), "min_astrength": "medium"})
+        conn = self.login()
+        conn.send("SEND", [("From", "im:alice@prim.example"), ("To", "im:x@beta.example"), ("Content-Type", "text/plain")], b"x")
+        self.assertEqual([r.code for r in conn.read()], [410])
+
+    def test_deliver_unsupported(self) -> None:
+        response = self.successResultOf(self.adapter.deliver(Publish(pres_uri("a", "prim.example"), Content("text/plain", b""))))
+        self.assertEqual(response.condition, Condition.UNSUPPORTED)
+
+
+def _plain(settings: PrimSettings) -> dict:
+    return {"local_domains": list(settings.local_domains), "users": dict(settings.users), "s2s_require_tls": False}
+
+
+class SettingsTests(TestCase):
+    def test_defaults(self) -> None:
+        settings = PrimSettings.from_mapping({})
+        self.assertEqual((settings.local_domains, settings.listen_host, settings.s2s_port, settings.c2s_port),
+                         (("prim.localhost",), "127.0.0.1", 5780, 5781))
+
+    def test_errors_name_the_key(self) -> None:
+        for bad, key in (({"s2s_port": 70000}, "s2s_port"), ({"colour": 1}, "colour"),
+                         ({"sasl_mechanisms": ["GSSAPI"]}, "sasl_mechanisms"), ({"tls_certificate": "x"}, "tls_key"),
+                         ({"peers": {"p.example": {"hots": "x"}}}, "peers.p.example")):
+            error = self.assertRaises(ConfigError, PrimSettings.from_mapping, bad)
+            self.assertEqual(error.key, f"adapters.prim.{key}")
