@@ -8,6 +8,7 @@
     cpimgw adapters                        the IAdapterFactory plugins found
     cpimgw formats                         the INativeCodec plugins found
     cpimgw version
+    cpimgw NAME ...                        a subcommand shipped by a plugin (ICommand), e.g. prim
 
 Formats are the ``INativeCodec`` plugins found with ``twisted.plugin.getPlugins``
 (the core's ``cpim`` for Message/CPIM, RFC 3862, and ``pidf``, RFC 3863, plus
@@ -70,6 +71,18 @@ def find_codecs() -> dict[str, Any]:
     found: dict[str, Any] = {}
     for codec in getPlugins(INativeCodec):
         found.setdefault(codec.name, codec)
+    return dict(sorted(found.items()))
+
+
+def find_commands() -> dict[str, Any]:
+    """Every ``ICommand`` plugin installed (subcommands such as ``prim``), by name."""
+    from twisted.plugin import getPlugins
+
+    from cpimgw.interfaces import ICommand
+
+    found: dict[str, Any] = {}
+    for command in getPlugins(ICommand):
+        found.setdefault(command.name, command)
     return dict(sorted(found.items()))
 
 
@@ -205,6 +218,8 @@ def build_parser(out: TextIO, err: TextIO) -> argparse.ArgumentParser:
     p.add_argument("--to", dest="target", required=True, metavar="B", help="the output format")
     p.add_argument("file", metavar="FILE", help="the file, '-' for stdin")
 
+    for command in find_commands().values():
+        command.register(sub, streams=streams)
     sub.add_parser("adapters", help="list the adapter plugins found", streams=streams)
     sub.add_parser("formats", help="list the formats (codec plugins) found", streams=streams)
     sub.add_parser("version", help="print the version", streams=streams)
@@ -235,6 +250,8 @@ def main(
             return _parse(args, out, raw_in)
         if args.command == "translate":
             return _translate(args, _binary(out), raw_in)
+        if getattr(args, "run", None) is not None:
+            return int(args.run(args))
         if args.command == "adapters":
             return _adapters(out)
         if args.command == "formats":

@@ -121,6 +121,21 @@ class INativeCodec(Interface):
         """Map a CPIM operation to one native unit (``bytes``)."""
 
 
+class ICommand(Interface):
+    """A subcommand of the ``cpimgw`` command, shipped by a plugin (e.g. ``cpimgw prim``).
+
+    Provided (as an ``IPlugin``) by an adapter's plugin module, so that a
+    protocol brings its own tools without a change to ``cpimgw/cli.py``.
+    """
+
+    name = Attribute("The subcommand name (``str``), e.g. ``'prim'``.")
+
+    def register(subparsers, **parser_kwargs):
+        """Add the subcommand to an argparse ``subparsers``, passing ``parser_kwargs`` to
+        every ``add_parser`` call, and ``set_defaults(run=...)`` where ``run(args) -> int``
+        is the exit status."""
+
+
 class IBus(Interface):
     """The central router: sees only CPIM operations."""
 

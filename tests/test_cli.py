@@ -144,6 +144,16 @@ class CLITests(TestCase):
         self.assertIn("echo  test adapter echo (SRV: _echo)\n", out)
         self.assertIn("ohce  test adapter ohce (SRV: _ohce)\n", out)
 
+    def test_plugin_subcommand(self) -> None:
+        """An ICommand plugin (the PRIM adapter's ``prim``) becomes a subcommand; its usage errors are ours."""
+        code, out, err, _ = self.run_cli("prim", "--help")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("usage: cpimgw prim", out)
+        code, out, err, _ = self.run_cli("prim", "--user", "alice@prim.example")
+        self.assertEqual(code, 2)
+        self.assertIn("the following arguments are required: ACTION", err)
+        self.assertNotIn("Traceback", err)
+
     def test_formats_and_version(self) -> None:
         code, out, err, _ = self.run_cli("formats")
         self.assertEqual(code, 0)

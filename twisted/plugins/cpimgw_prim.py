@@ -1,7 +1,8 @@
 """twistd plugin registrations of the PRIM adapter and the ``prim`` codec.
 
 ``prim_adapter`` provides ``cpimgw.interfaces.IAdapterFactory`` and
-``prim_codec`` provides ``cpimgw.interfaces.INativeCodec`` (both
+``prim_codec`` provides ``cpimgw.interfaces.INativeCodec`` and
+``prim_command`` provides ``cpimgw.interfaces.ICommand`` (all
 ``twisted.plugin.IPlugin``).  The adapter modules are imported only when
 ``build()`` / a codec method runs, so plugin scanning stays cheap.  This
 directory has no ``__init__.py`` on purpose: it extends Twisted's
@@ -11,7 +12,7 @@ directory has no ``__init__.py`` on purpose: it extends Twisted's
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from cpimgw.interfaces import IAdapterFactory, INativeCodec
+from cpimgw.interfaces import IAdapterFactory, ICommand, INativeCodec
 
 
 @implementer(IAdapterFactory, IPlugin)
@@ -58,5 +59,18 @@ class PrimCodecPlugin:
         return from_operation(operation)
 
 
+@implementer(ICommand, IPlugin)
+class PrimCommandPlugin:
+    """``cpimgw prim``: a PRIM user agent for people and scripts."""
+
+    name = "prim"
+
+    def register(self, subparsers, **parser_kwargs):
+        from cpimgw.adapters.prim.cli import register
+
+        return register(subparsers, **parser_kwargs)
+
+
 prim_adapter = PrimAdapterFactory()
+prim_command = PrimCommandPlugin()
 prim_codec = PrimCodecPlugin()
