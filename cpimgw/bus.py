@@ -1,0 +1,423 @@
+"""The CPIM bus: routing, loop and duplicate guard, policy, dispatch (RFC 3860 §4, RFC 3859).
+
+Every adapter hands the bus abstract operations (:mod:`cpimgw.cpim.operations`)
+and gets a ``Deferred[Response]`` back that never errbacks.
+
+``Message`` (RFC 3860 §4, digest §3.2), in this order:
+
+1. validity: source and destination must be ``im:`` inboxes (a ``pres:``
+   URI is refused) -> ``failure bad-request``;
+2. MaxForwards: received 0 -> ``failure loop-detected``; otherwise the
+   operation is handed on with MaxForwards decremented;
+3. duplicates: the key (source principal, message_id) -- or (source
+   principal, TransID) when the source network gave no id -- is recorded
+   with ``store.remember`` so it holds across restarts (lessons.md #2-#4); a
+   duplicate is answered ``success`` "duplicate suppressed" and not
+   delivered again.  A duplicate that arrives while the first copy is
+   still in flight waits for the first copy's outcome.  When the first
+   copy is not delivered (failure), its key is forgotten so that a retry
+   goes through;
+4. routing (:meth:`Bus.adapter_for`): an unknown domain -> ``failure
+   remote-server-not-found`` naming the domain;
+5. policy (``IPolicy.may_message``) -> ``failure forbidden`` with the
+   policy's reason;
+6. capability: the destination adapter must provide ``IMessaging`` ->
+   otherwise ``failure feature-not-implemented`` naming it;
+7. ``adapter.deliver(message)``: its Response is the answer; an exception
+   or errback becomes ``failure internal-server-error`` (logged).
+
+``Subscribe``, ``Notify`` and ``Publish`` go to :attr:`Bus.presence`, the
+RFC 3859 presence service (:mod:`cpimgw.presence`).
+
+Routing order (:meth:`Bus.adapter_for`): the static table, then the
+registered adapters' ``domains``, then RFC 3861 SRV resolution of the
+registered adapters' protocol labels (``adapter_labels``), cached for
+``resolve_cache_ttl`` seconds.
+
+Lifecycle: :meth:`Bus.start` opens the store, reloads the running
+subscriptions (re-arming their expiry timers) and purges old duplicate keys
+at once and then every ``purge_interval`` seconds on the reactor's clock;
+:meth:`Bus.stop` cancels the timers and closes the store.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable, Mapping
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cpimgw.cpim.operations import (
+    Condition,
+    Message,
+    Notify,
+    Publish,
+    Response,
+    Status,
+    Subscribe,
+    failure,
+)
+from cpimgw.cpim.uri import CPIMURI, IM
+from cpimgw.interfaces import IAdapter, IBus, IMessaging
+from cpimgw.routing import StaticRoutes, normalise_domain
+
+log = Logger()
+
+#: The counters every bus has from the start (more appear as they are used).
+COUNTER_NAMES = (
+    "dispatched",
+    "delivered",
+    "failed",
+    "duplicates",
+    "loops",
+    "no_route",
+    "refused",
+    "unsupported",
+    "invalid",
+    "internal",
+    "presence_suppressed",
+    "notified",
+    "subscriptions_expired",
+)
+
+
+def message_key(message: Message) -> str:
+    """The duplicate-suppression key of a message (RFC 3860 TransID, or the source's own id)."""
+    user, domain = message.source.principal()
+    if message.message_id:
+        return f"msg-id\x00{user}@{domain}\x00{message.message_id}"
+    return f"trans-id\x00{user}@{domain}\x00{message.trans_id}"
+
+
+def _invalid_inbox(uri: object, role: str) -> str | None:
+    if not isinstance(uri, CPIMURI):
+        return f"the {role} is not an im: URI ({type(uri).__name__})"
+    if uri.scheme != IM:
+        return f"the {role} {uri} is not an instant inbox (im: URI)"
+    if not uri.user:
+        return f"the {role} {uri} names no user"
+    return None
+
+
+def _respond_as(original: Response, operation: Message, reason: str) -> Response:
+    """``original``'s outcome as the answer to a duplicate ``operation``."""
+    if original.status is Status.FAILURE:
+        return attrs.evolve(original, trans_id=operation.trans_id)
+    return Response(operation.trans_id, original.status, reason, None, None, original.native_code)
+
+
+@implementer(IBus)
+class Bus:
+    """The central router (see the module docstring for the rules).
+
+    :param reactor: clock and network of everything on the bus.
+    :param store: the ``IStore``.
+    :param policy: the ``IPolicy``.
+    :param routes: the static routing table, domain -> adapter name.
+    :param resolver: an ``IResolver`` (e.g. :class:`cpimgw.routing.SRVResolver`)
+        consulted last; ``None`` for none.
+    :param duplicate_ttl: how long (seconds) a message key is remembered.
+    :param default_duration: the subscription lifetime adapters ask for when
+        their protocol names none (``bus.presence.default_duration``).
+    :param max_duration: the gateway's cap on subscription durations.
+    :param adapter_labels: adapter name -> its RFC 3861 protocol labels.
+    :param purge_interval: seconds between purges of old duplicate keys.
+    :param resolve_cache_ttl: seconds a resolver answer (or its absence) is kept.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Any,
+        policy: Any,
+        *,
+        routes: Mapping[str, str] = {},
+        resolver: Any = None,
+        duplicate_ttl: float = 86400.0,
+        default_duration: int = 3600,
+        max_duration: int = 86400,
+        adapter_labels: Mapping[str, tuple[str, ...]] = {},
+        purge_interval: float = 3600.0,
+        resolve_cache_ttl: float = 300.0,
+        resolve_cache_size: int = 10000,
+    ) -> None:
+        from cpimgw.presence import PresenceService
+
+        self.reactor = reactor
+        self.store = store
+        self.policy = policy
+        self.routes = StaticRoutes(routes)
+        self.resolver = resolver
+        self.duplicate_ttl = float(duplicate_ttl)
+        self.adapter_labels = {name: tuple(labels) for name, labels in dict(adapter_labels).items()}
+        self.purge_interval = float(purge_interval)
+        self.resolve_cache_ttl = float(resolve_cache_ttl)
+        self.resolve_cache_size = int(resolve_cache_size)
+        self.counters: Counter[str] = Counter({name: 0 for name in COUNTER_NAMES})
+        self.presence = PresenceService(self, default_duration=default_duration, max_duration=max_duration)
+        self._adapters: dict[str, Any] = {}
+        self._domains: dict[str, Any] = {}
+        self._resolved: dict[str, tuple[float, str | None]] = {}
+        self._in_flight: dict[str, list[Deferred[Response]]] = {}
+        self._purge: LoopingCall | None = None
+        self.running = False
+
+    # -- adapters ----------------------------------------------------------
+
+    @property
+    def adapters(self) -> dict[str, Any]:
+        """The registered adapters by name (a copy)."""
+        return dict(self._adapters)
+
+    def register(self, adapter: Any) -> None:
+        """Attach an ``IAdapter``.
+
+        :raise TypeError: if it does not provide ``IAdapter``.
+        :raise ValueError: if its name, or one of its domains, is already taken.
+        """
+        if not IAdapter.providedBy(adapter):
+            raise TypeError(f"{adapter!r} does not provide IAdapter")
+        name = adapter.name
+        if name in self._adapters:
+            raise ValueError(f"an adapter named {name!r} is already registered")
+        domains = [normalise_domain(domain) for domain in adapter.domains]
+        for domain in domains:
+            holder = self._domains.get(domain)
+            if holder is not None:
+                raise ValueError(f"domain {domain!r} of adapter {name!r} is already served by {holder.name!r}")
+        self._adapters[name] = adapter
+        for domain in domains:
+            self._domains[domain] = adapter
+        self._resolved.clear()
+        log.info("adapter {adapter} registered for {domains}", adapter=name, domains=domains)
+
+    def unregister(self, adapter: Any) -> None:
+        """Detach an adapter; its domains then have no route (unless another path finds one)."""
+        name = adapter.name
+        if self._adapters.get(name) is not adapter:
+            return
+        del self._adapters[name]
+        for domain in [domain for domain, holder in self._domains.items() if holder is adapter]:
+            del self._domains[domain]
+        self._resolved.clear()
+        log.info("adapter {adapter} unregistered", adapter=name)
+
+    def adapter_named(self, name: str) -> Any:
+        """The registered adapter called ``name``, or ``None``."""
+        return self._adapters.get(name)
+
+    def _labels(self) -> list[tuple[str, str]]:
+        pairs = []
+        for name in self._adapters:
+            for label in self.adapter_labels.get(name, ()):
+                pairs.append((label, name))
+        return pairs
+
+    def adapter_for(self, domain: str) -> Deferred[Any]:
+        """``Deferred[IAdapter | None]``: the adapter that reaches ``domain``."""
+        domain = normalise_domain(domain)
+        name = self.routes.lookup(domain)
+        if name is not None:
+            adapter = self._adapters.get(name)
+            if adapter is None:
+                log.warn("route of {domain} names adapter {adapter}, which is not registered",
+                         domain=domain, adapter=name)
+            return succeed(adapter)
+        adapter = self._domains.get(domain)
+        if adapter is not None or self.resolver is None:
+            return succeed(adapter)
+        pairs = self._labels()
+        if not pairs:
+            return succeed(None)
+        now = self.reactor.seconds()
+        cached = self._resolved.get(domain)
+        if cached is not None and cached[0] > now:
+            return succeed(self._adapters.get(cached[1]) if cached[1] else None)
+        labels = []
+        for label, _name in pairs:
+            if label not in labels:
+                labels.append(label)
+
+        def found(label: str | None) -> Any:
+            name = next((n for lab, n in pairs if lab == label), None) if label else None
+            if len(self._resolved) >= self.resolve_cache_size:
+                self._resolved.clear()
+            self._resolved[domain] = (self.reactor.seconds() + self.resolve_cache_ttl, name)
+            return self._adapters.get(name) if name else None
+
+        def failed(reason: Failure) -> None:
+            log.failure("resolving {domain} failed", reason, domain=domain)
+            return None
+
+        return maybeDeferred(self.resolver.resolve, domain, labels).addCallbacks(found, failed)
+
+    # -- dispatch ----------------------------------------------------------
+
+    def dispatch(self, operation: Any) -> Deferred[Response]:
+        """Route one operation; ``Deferred[Response]`` that never errbacks."""
+        self.counters["dispatched"] += 1
+        if isinstance(operation, Message):
+            handler: Callable[[Any], Any] = self._message
+        elif isinstance(operation, Subscribe):
+            handler = self.presence.subscribe
+        elif isinstance(operation, Notify):
+            handler = self.presence.notify
+        elif isinstance(operation, Publish):
+            handler = self.presence.publish
+        else:
+            self.counters["invalid"] += 1
+            self.counters["failed"] += 1
+            trans_id = getattr(operation, "trans_id", None) or "-"
+            return succeed(Response(trans_id, Status.FAILURE, f"not a CPIM operation: {type(operation).__name__}",
+                                    Condition.BAD_REQUEST))
+        result = maybeDeferred(handler, operation)
+        return result.addErrback(self._internal, operation)
+
+    def _internal(self, reason: Failure, operation: Any) -> Response:
+        self.counters["internal"] += 1
+        self.counters["failed"] += 1
+        log.failure("internal error handling {op}", reason, op=type(operation).__name__,
+                    trans_id=getattr(operation, "trans_id", None))
+        return failure(operation, Condition.INTERNAL, f"internal error: {reason.getErrorMessage()}")
+
+    def _refuse(self, operation: Any, counter: str, condition: Condition, reason: str) -> Response:
+        self.counters[counter] += 1
+        self.counters["failed"] += 1
+        log.info("{op} {trans_id} refused: {reason}", op=type(operation).__name__,
+                 trans_id=operation.trans_id, reason=reason)
+        return failure(operation, condition, reason)
+
+    @inlineCallbacks
+    def _message(self, message: Message):  # type: ignore[no-untyped-def]
+        problem = _invalid_inbox(message.source, "source") or _invalid_inbox(message.destination, "destination")
+        if problem:
+            return self._refuse(message, "invalid", Condition.BAD_REQUEST, problem)
+        if message.max_forwards <= 0:
+            return self._refuse(message, "loops", Condition.LOOP,
+                                f"MaxForwards reached 0 (message from {message.source})")
+        key = message_key(message)
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            self.counters["duplicates"] += 1
+            first: Deferred[Response] = Deferred()
+            waiting.append(first)
+            original = yield first
+            return _respond_as(original, message, "duplicate suppressed")
+        self._in_flight[key] = []
+        response: Response | None = None
+        try:
+            fresh = yield self.store.remember(key, self.reactor.seconds(), self.duplicate_ttl)
+            if not fresh:
+                self.counters["duplicates"] += 1
+                log.info("duplicate message {key!r} suppressed", key=key.replace("\x00", " "))
+                response = Response(message.trans_id, Status.SUCCESS, "duplicate suppressed")
+                return response
+            response = yield self._route_message(message)
+            if response.status is Status.FAILURE:
+                forget = getattr(self.store, "forget", None)
+                if forget is not None:
+                    yield forget(key)
+            return response
+        except Exception:
+            forget = getattr(self.store, "forget", None)
+            if forget is not None:
+                yield maybeDeferred(forget, key).addErrback(lambda _: None)
+            raise
+        finally:
+            for follower in self._in_flight.pop(key, []):
+                if response is not None:
+                    follower.callback(response)
+                else:
+                    follower.callback(Response(message.trans_id, Status.FAILURE, "internal error",
+                                               Condition.INTERNAL))
+
+    @inlineCallbacks
+    def _route_message(self, message: Message):  # type: ignore[no-untyped-def]
+        domain = message.destination.domain_key
+        adapter = yield self.adapter_for(domain)
+        if adapter is None:
+            return self._refuse(message, "no_route", Condition.NO_ROUTE, f"no route to domain {domain}")
+        refusal = yield maybeDeferred(self.policy.may_message, message)
+        if refusal is not None:
+            return self._refuse(message, "refused", Condition.FORBIDDEN, refusal)
+        if not IMessaging.providedBy(adapter):
+            return self._refuse(message, "unsupported", Condition.UNSUPPORTED,
+                                f"adapter {adapter.name!r} does not provide IMessaging")
+        onward = attrs.evolve(message, max_forwards=message.max_forwards - 1)
+        response = yield self.deliver(adapter, onward)
+        return response
+
+    def deliver(self, adapter: Any, operation: Any) -> Deferred[Response]:
+        """Hand ``operation`` to ``adapter``; ``Deferred[Response]`` that errbacks only when cancelled.
+
+        Counts ``delivered`` (success or indeterminant) or ``failed``; an
+        exception, an errback or an answer that is not a ``Response`` becomes
+        ``failure internal-server-error``.
+        """
+
+        def answered(response: Any) -> Response:
+            if not isinstance(response, Response):
+                raise TypeError(f"adapter {adapter.name!r} answered {type(response).__name__}, not a Response")
+            if response.trans_id != operation.trans_id:
+                response = attrs.evolve(response, trans_id=operation.trans_id)
+            self.counters["delivered" if response.ok else "failed"] += 1
+            return response
+
+        def broken(reason: Failure) -> Response | Failure:
+            if reason.check(CancelledError):
+                return reason  # the caller gave up (e.g. stopping): not the adapter's fault
+            self.counters["internal"] += 1
+            self.counters["failed"] += 1
+            log.failure("adapter {adapter} failed to deliver {op}", reason, adapter=adapter.name,
+                        op=type(operation).__name__, trans_id=operation.trans_id)
+            return failure(operation, Condition.INTERNAL,
+                           f"adapter {adapter.name!r} failed: {reason.getErrorMessage()}")
+
+        return maybeDeferred(adapter.deliver, operation).addCallback(answered).addErrback(broken)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @inlineCallbacks
+    def start(self):  # type: ignore[no-untyped-def]
+        """Open the store, reload subscriptions, purge old duplicate keys and schedule purges."""
+        yield self.store.open()
+        yield self.presence.start()
+        yield self.purge()
+        self._purge = LoopingCall(self.purge)
+        self._purge.clock = self.reactor
+        self._purge.start(self.purge_interval, now=False).addErrback(
+            lambda reason: log.failure("duplicate key purge stopped", reason))
+        self.running = True
+        log.info("bus started with {count} adapters", count=len(self._adapters))
+
+    @inlineCallbacks
+    def stop(self):  # type: ignore[no-untyped-def]
+        """Cancel the timers, wait for the presence service's background work, close the store."""
+        if self._purge is not None and self._purge.running:
+            self._purge.stop()
+        self._purge = None
+        yield self.presence.stop()
+        self.running = False
+        yield self.store.close()
+
+    def purge(self) -> Deferred[int]:
+        """Drop duplicate keys whose time has passed; ``Deferred[int]`` of how many."""
+
+        def done(count: int) -> int:
+            if count:
+                log.debug("purged {count} duplicate keys", count=count)
+            return count
+
+        def failed(reason: Failure) -> int:
+            log.failure("purging duplicate keys failed", reason)
+            return 0
+
+        return maybeDeferred(self.store.expire, self.reactor.seconds()).addCallbacks(done, failed)
+
+
+__all__ = ["Bus", "message_key", "COUNTER_NAMES"]

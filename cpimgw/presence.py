@@ -1,0 +1,648 @@
+"""The presence service of the bus: RFC 3859 semantics over every protocol at once.
+
+RFC 3859 §4.4 (digest §3.3), as this service applies it:
+
+``subscribe`` (:meth:`PresenceService.subscribe`)
+    1. watcher and target must be valid ``pres:`` URIs naming a user (an
+       ``im:`` URI is accepted and converted) -> else ``failure
+       bad-request``; MaxForwards 0 -> ``failure loop-detected``;
+    2. the policy (``may_subscribe``) -> else ``failure forbidden``;
+    3. duration > 0 while the same watcher/target pair has a live
+       subscription with a *different* SubscriptID -> ``failure
+       bad-request``; the *same* SubscriptID refreshes it (new expiry);
+    4. the duration granted is ``min(requested, policy.max_duration,
+       max_duration)``; the record is stored (state ``pending``) and the
+       Subscribe (duration granted, MaxForwards decremented) is forwarded to
+       the target's adapter if it provides ``IPresence``, so that the native
+       network learns of the watcher and authorises natively.  Its failure
+       fails the subscription (record removed, its condition and reason
+       returned); success makes the record ``active``, indeterminant leaves
+       it ``pending`` (authorisation still to come).  An adapter without
+       ``IPresence`` is served from published state only (``active``).
+    5. the response (success, granted duration) fires, and *then* one
+       ``Notify`` with the current composed state goes to the watcher's
+       adapter (the adapter the subscribe came from, else the one routing
+       the watcher's domain).  When nothing is known yet -- or the target's
+       network has not authorised the watcher yet -- that notify has state
+       ``pending`` and no document: stored presence is never shown before
+       the target's network said yes.
+
+    Duration 0 with the SubscriptID of a live subscription cancels it: the
+    record is removed, a Subscribe of duration 0 is forwarded upstream, the
+    response fires, then a final Notify with state ``terminated`` and *no
+    reason* (RFC 6665 §4.2.2 defines its reasons for notifier-initiated
+    ends; a cancel is the watcher's own act, so none is given; expiry uses
+    ``timeout``).  Duration 0 with a new SubscriptID is a fetch: authorised
+    like a subscription, forwarded upstream as a duration-0 Subscribe, the
+    response fires, then a single Notify with state ``terminated``, reason
+    ``timeout`` (the zero duration has elapsed) and the current document.
+    Native answers to a fetch that come back within ``fetch_window``
+    seconds are relayed to the watcher too.
+
+``notify`` (:meth:`PresenceService.notify`), from the target's network for
+    one subscription: the document is stored as the instance named by the
+    origin adapter, the (composed) state is passed to the watcher's
+    adapter, and state ``terminated`` ends the subscription.  There is no
+    response to a notify in RFC 3859; the Response returned only tells the
+    sending adapter whether the subscription was known.
+
+``publish`` (:meth:`PresenceService.publish`): stored per (presentity,
+    instance), all instances composed (``cpimgw.cpim.pidf.compose`` when it
+    is available; one instance's octets are always passed unchanged), and
+    every *active* watcher whose last notified document differs is
+    notified; an unchanged document is not re-sent (lessons.md #10; counter
+    ``presence_suppressed``).  ``expires`` 0 withdraws the instance.
+
+Expiry runs on ``bus.reactor`` (``callLater``): a final Notify
+(``terminated``, reason ``timeout``) to the watcher and a Subscribe of
+duration 0 with the same SubscriptID upstream; the record is removed.
+Everything lives in the store, so it survives a restart: :meth:`start`
+(called by ``Bus.start``) re-arms the timers, and terminates at once what
+expired while the gateway was down.
+
+Adapters that get subscriptions with no lifetime of their own (XMPP roster
+subscriptions) ask for :attr:`PresenceService.default_duration`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cpimgw.cpim.operations import (
+    MEDIA_PIDF,
+    Condition,
+    Content,
+    Notify,
+    Publish,
+    Response,
+    Status,
+    Subscribe,
+    SubscriptionState,
+    TerminationReason,
+    failure,
+    success,
+)
+from cpimgw.cpim.uri import CPIMURI, IM, PRES, parse_uri
+from cpimgw.interfaces import IPresence, IPresenceService
+from cpimgw.store.records import (
+    ACTIVE,
+    PENDING,
+    SubscriptionRecord,
+    document_digest,
+)
+
+log = Logger()
+
+#: Parsing the stored principal texts back into URIs, once per distinct text.
+_uri = functools.lru_cache(maxsize=8192)(parse_uri)
+
+#: ``origin`` of the notifies the service itself generates.
+SERVICE_ORIGIN = "cpimgw-presence"
+
+
+def canonical_pres(uri: object) -> CPIMURI | None:
+    """The ``pres:`` URI of a watcher/target (``im:`` converted), or ``None`` if invalid."""
+    if not isinstance(uri, CPIMURI) or uri.scheme not in (IM, PRES) or not uri.user:
+        return None
+    return CPIMURI(PRES, uri.user, uri.domain_key)
+
+
+def compose_documents(documents: dict[str, Content], entity: CPIMURI | str | None = None) -> Content | None:
+    """One document for all known instances of a presentity (RFC 3863 §4.1.2 composition).
+
+    No instance -> ``None``; one instance -> its document, octets unchanged
+    (RFC 3859 §3.1: relayed without modification); several PIDF documents ->
+    :func:`cpimgw.cpim.pidf.compose` of them, serialised once; documents
+    that are not all PIDF, or that do not parse, -> the most recently
+    updated instance's document (the stores give instances oldest first).
+
+    :param entity: the presentity (``pres:`` URI) the composed document is for.
+    """
+    if not documents:
+        return None
+    values = list(documents.values())
+    latest = values[-1]
+    if len(values) == 1:
+        return latest
+    if entity is None or any(value.media_type != MEDIA_PIDF for value in values):
+        return latest
+    try:
+        from cpimgw.cpim import pidf
+    except ImportError:  # the PIDF module is optional for the bus
+        return latest
+    try:
+        composed = pidf.compose([pidf.parse_pidf(value.body) for value in values], entity)
+        return Content(MEDIA_PIDF, composed.to_bytes())
+    except Exception as error:  # a document that does not compose: keep serving the latest one
+        log.warn("presence documents of {entity} did not compose ({error}); using the latest",
+                 entity=str(entity), error=error)
+        return latest
+
+
+@attrs.frozen
+class _Fetch:
+    watcher: str
+    target: str
+    origin: str
+    expires_at: float
+
+
+@implementer(IPresenceService)
+class PresenceService:
+    """RFC 3859 presence for the bus (see the module docstring).
+
+    :param bus: the :class:`cpimgw.bus.Bus` (its reactor, store, policy,
+        routing and counters are used).
+    :param default_duration: the lifetime adapters ask for when their
+        native protocol names none.
+    :param max_duration: the gateway's cap on granted durations.
+    :param fetch_window: seconds during which native answers to a fetch are
+        still relayed.
+    """
+
+    def __init__(self, bus: Any, *, default_duration: int = 3600, max_duration: int = 86400,
+                 fetch_window: float = 32.0) -> None:
+        self.bus = bus
+        self.default_duration = int(default_duration)
+        self.max_duration = int(max_duration)
+        self.fetch_window = float(fetch_window)
+        self._timers: dict[str, Any] = {}
+        self._fetches: dict[str, _Fetch] = {}
+        self._busy: set[Deferred[Any]] = set()
+
+    # -- helpers -----------------------------------------------------------
+
+    @property
+    def _store(self) -> Any:
+        return self.bus.store
+
+    @property
+    def _counters(self) -> Any:
+        return self.bus.counters
+
+    def _now(self) -> float:
+        return self.bus.reactor.seconds()
+
+    def _refuse(self, operation: Any, counter: str, condition: Condition, reason: str) -> Response:
+        self._counters[counter] += 1
+        self._counters["failed"] += 1
+        log.info("{op} {trans_id} refused: {reason}", op=type(operation).__name__,
+                 trans_id=operation.trans_id, reason=reason)
+        return failure(operation, condition, reason)
+
+    def _watcher_adapter(self, record: SubscriptionRecord | _Fetch) -> Deferred[Any]:
+        """The adapter the subscribe came from while registered, else the watcher domain's route."""
+        adapter = self.bus.adapter_named(record.watcher_origin if isinstance(record, SubscriptionRecord)
+                                         else record.origin)
+        if adapter is not None:
+            return succeed(adapter)
+        return self.bus.adapter_for(_uri(record.watcher).domain_key)
+
+    def _target_adapter(self, record: SubscriptionRecord) -> Deferred[Any]:
+        adapter = self.bus.adapter_named(record.target_origin) if record.target_origin else None
+        if adapter is not None:
+            return succeed(adapter)
+        return self.bus.adapter_for(_uri(record.target).domain_key)
+
+    def _arm(self, record: SubscriptionRecord) -> None:
+        self._disarm(record.subscript_id)
+        delay = max(0.0, record.expires_at - self._now())
+        self._timers[record.subscript_id] = self.bus.reactor.callLater(
+            delay, self._run, self._expire, record.subscript_id)
+
+    def _disarm(self, subscript_id: str) -> None:
+        timer = self._timers.pop(subscript_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _after_response(self, result: Deferred[Response], outcome: Deferred[tuple[Response, Any]]) -> None:
+        """Fire ``result`` with the response, then run the follow-up (the immediate notify).
+
+        When the outcome is ready before ``subscribe`` returned (every store
+        call answered at once), the caller has not attached its callbacks
+        yet, so the follow-up waits for the next reactor turn
+        (``callLater(0)``); otherwise it runs in the same turn, right after
+        the response's callbacks.
+        """
+        state = {"returned": False}
+
+        def done(pair: tuple[Response, Any]) -> None:
+            response, follow_up = pair
+            result.callback(response)
+            if follow_up is None:
+                return
+            if state["returned"]:
+                self._run(follow_up)
+            else:
+                self.bus.reactor.callLater(0, self._run, follow_up)
+
+        outcome.addCallbacks(done, result.errback)
+        state["returned"] = True
+
+    def _run(self, follow_up: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Run background work (a follow-up notify, an expiry), logged and tracked for :meth:`stop`."""
+
+        def failed(reason: Any) -> None:
+            if reason.check(CancelledError):
+                log.info("presence background work cancelled by stop")
+            else:
+                log.failure("presence background work failed", reason)
+
+        work = maybeDeferred(follow_up, *args).addErrback(failed)
+        if not work.called:
+            self._busy.add(work)
+            work.addBoth(self._done, work)
+        return work
+
+    def _done(self, result: Any, work: Deferred[Any]) -> Any:
+        self._busy.discard(work)
+        return result
+
+    # -- notifying watchers ------------------------------------------------
+
+    @inlineCallbacks
+    def _send(self, record: SubscriptionRecord | _Fetch, subscript_id: str, document: Content | None,
+              state: SubscriptionState, reason: TerminationReason | None = None,
+              origin: str = SERVICE_ORIGIN):  # type: ignore[no-untyped-def]
+        """Deliver one Notify to the watcher's adapter; ``Deferred[Response | None]``."""
+        adapter = yield self._watcher_adapter(record)
+        if adapter is None or not IPresence.providedBy(adapter):
+            self._counters["notify_undeliverable"] += 1
+            log.warn("no IPresence adapter reaches watcher {watcher}; notify for {sid} dropped",
+                     watcher=record.watcher, sid=subscript_id)
+            return None
+        expires = None
+        if state is not SubscriptionState.TERMINATED and isinstance(record, SubscriptionRecord):
+            expires = max(0, int(math.ceil(record.expires_at - self._now())))
+        notify = Notify(
+            watcher=_uri(record.watcher), target=_uri(record.target), presence=document,
+            subscript_id=subscript_id, state=state, expires=expires, reason=reason, origin=origin,
+        )
+        self._counters["notified"] += 1
+        response = yield self.bus.deliver(adapter, notify)
+        return response
+
+    @inlineCallbacks
+    def _notify_watcher(self, record: SubscriptionRecord, document: Content | None,
+                        state: SubscriptionState, *, force: bool = False,
+                        origin: str = SERVICE_ORIGIN, digest: str | None = None):  # type: ignore[no-untyped-def]
+        """Notify a live subscription's watcher unless it already has this document.
+
+        :param digest: ``document_digest(document)`` when the caller computed
+            it already (once per change in a fan-out).
+        """
+        if digest is None:
+            digest = document_digest(document)
+        if not force and record.last_document_digest == digest:
+            self._counters["presence_suppressed"] += 1
+            return None
+        response = yield self._send(record, record.subscript_id, document, state, origin=origin)
+        if response is None:
+            return None
+        latest = yield self._store.get_subscription(record.subscript_id)
+        if latest is not None and latest.last_document_digest != digest:
+            yield self._store.put_subscription(attrs.evolve(latest, last_document_digest=digest))
+        if not response.ok and response.condition in (Condition.NO_SUBSCRIPTION, Condition.GONE):
+            log.info("watcher {watcher} no longer has subscription {sid}; ending it",
+                     watcher=record.watcher, sid=record.subscript_id)
+            yield self._end(record.subscript_id, notify_watcher=False)
+        return response
+
+    @inlineCallbacks
+    def _end(self, subscript_id: str, *, notify_watcher: bool = True,
+             reason: TerminationReason | None = TerminationReason.TIMEOUT,
+             cancel_upstream: bool = True):  # type: ignore[no-untyped-def]
+        """Remove a subscription, tell the watcher (final notify) and the target's network."""
+        self._disarm(subscript_id)
+        record = yield self._store.get_subscription(subscript_id)
+        if record is None:
+            return None
+        yield self._store.remove_subscription(subscript_id)
+        if notify_watcher:
+            yield self._send(record, subscript_id, None, SubscriptionState.TERMINATED, reason)
+        if cancel_upstream:
+            yield self._cancel_upstream(record)
+        return record
+
+    @inlineCallbacks
+    def _cancel_upstream(self, record: SubscriptionRecord):  # type: ignore[no-untyped-def]
+        adapter = yield self._target_adapter(record)
+        if adapter is None or not IPresence.providedBy(adapter):
+            return None
+        cancel = Subscribe(
+            watcher=_uri(record.watcher), target=_uri(record.target), duration=0,
+            subscript_id=record.subscript_id, origin=record.watcher_origin,
+            watcher_instance=record.watcher_instance,
+        )
+        response = yield self.bus.deliver(adapter, cancel)
+        return response
+
+    @inlineCallbacks
+    def _expire(self, subscript_id: str):  # type: ignore[no-untyped-def]
+        self._timers.pop(subscript_id, None)
+        record = yield self._store.get_subscription(subscript_id)
+        if record is None:
+            return None
+        if record.expires_at > self._now():
+            self._arm(record)  # refreshed in the meantime
+            return None
+        self._counters["subscriptions_expired"] += 1
+        log.info("subscription {sid} of {watcher} to {target} expired", sid=subscript_id,
+                 watcher=record.watcher, target=record.target)
+        yield self._end(subscript_id, reason=TerminationReason.TIMEOUT)
+        return None
+
+    def _forget_fetch(self, subscript_id: str) -> None:
+        self._timers.pop("fetch\x00" + subscript_id, None)
+        self._fetches.pop(subscript_id, None)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @inlineCallbacks
+    def start(self):  # type: ignore[no-untyped-def]
+        """Reload the subscriptions from the store and re-arm their timers."""
+        records = yield self._store.subscriptions()
+        now = self._now()
+        armed = expired = 0
+        for record in records:
+            if record.live(now):
+                self._arm(record)
+                armed += 1
+            else:
+                expired += 1
+                yield self._expire(record.subscript_id)
+        log.info("presence: {armed} subscriptions reloaded, {expired} expired while down",
+                 armed=armed, expired=expired)
+
+    def stop(self, grace: float = 2.0) -> Deferred[None]:
+        """Cancel every timer (the records stay in the store).
+
+        Background work under way (a notify waiting for an adapter, a store
+        write) gets ``grace`` seconds of ``bus.reactor`` time to finish and
+        is then cancelled; the Deferred fires when none is left.
+        """
+        for subscript_id in list(self._timers):
+            self._disarm(subscript_id)
+        self._fetches.clear()
+        busy = list(self._busy)
+        if not busy:
+            return succeed(None)
+        done = gatherResults(busy, consumeErrors=True).addBoth(lambda _: None)
+
+        def cancel_the_rest() -> None:
+            for work in list(self._busy):
+                work.cancel()
+
+        timer = self.bus.reactor.callLater(grace, cancel_the_rest)
+        return done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+
+    # -- queries -----------------------------------------------------------
+
+    def subscription(self, subscript_id: str) -> Deferred[SubscriptionRecord | None]:
+        """``Deferred[SubscriptionRecord | None]`` (adapters find a watcher's instance here)."""
+        return self._store.get_subscription(subscript_id)
+
+    def subscriptions_of(self, target: CPIMURI | str) -> Deferred[list[SubscriptionRecord]]:
+        now = self._now()
+        return self._store.subscriptions(target=target).addCallback(
+            lambda records: [record for record in records if record.live(now)])
+
+    def armed(self) -> dict[str, float]:
+        """SubscriptID -> reactor time of its expiry timer (for tests and the admin view)."""
+        return {sid: timer.getTime() for sid, timer in self._timers.items()
+                if timer.active() and not sid.startswith("fetch\x00")}
+
+    # -- subscribe ---------------------------------------------------------
+
+    def subscribe(self, operation: Subscribe) -> Deferred[Response]:
+        result: Deferred[Response] = Deferred()
+        self._after_response(result, self._subscribe(operation))
+        return result
+
+    @inlineCallbacks
+    def _subscribe(self, op: Subscribe):  # type: ignore[no-untyped-def]
+        """``Deferred[(Response, follow_up | None)]``."""
+        watcher = canonical_pres(op.watcher)
+        target = canonical_pres(op.target)
+        if watcher is None or target is None:
+            which = "watcher" if watcher is None else "target"
+            value = op.watcher if watcher is None else op.target
+            return self._refuse(op, "invalid", Condition.BAD_REQUEST,
+                                f"the {which} {value} is not a valid pres: URI naming a user"), None
+        if op.max_forwards <= 0:
+            return self._refuse(op, "loops", Condition.LOOP, "MaxForwards reached 0"), None
+        now = self._now()
+        watcher_key, target_key = str(watcher), str(target)
+        existing = yield self._store.get_subscription(op.subscript_id)
+        if existing is not None and not existing.live(now):
+            existing = None
+        if existing is not None and (existing.watcher != watcher_key or existing.target != target_key):
+            return self._refuse(op, "invalid", Condition.BAD_REQUEST,
+                                f"SubscriptID {op.subscript_id} belongs to another watcher/target pair"), None
+        if op.duration == 0 and existing is not None:
+            outcome = yield self._cancel(op, existing)
+            return outcome
+        normalised = attrs.evolve(op, watcher=watcher, target=target)
+        refusal = yield maybeDeferred(self.bus.policy.may_subscribe, normalised)
+        if refusal is not None:
+            return self._refuse(op, "refused", Condition.FORBIDDEN, refusal), None
+        if op.duration > 0 and existing is None:
+            others = yield self._store.subscriptions(target=target_key, watcher=watcher_key)
+            clash = [record for record in others if record.live(now) and record.subscript_id != op.subscript_id]
+            if clash:
+                return self._refuse(
+                    op, "invalid", Condition.BAD_REQUEST,
+                    f"{watcher_key} already has subscription {clash[0].subscript_id} to {target_key}"), None
+        adapter = yield self.bus.adapter_for(target.domain_key)
+        if adapter is None and existing is None:
+            return self._refuse(op, "no_route", Condition.NO_ROUTE,
+                                f"no route to domain {target.domain_key}"), None
+        if op.duration == 0:
+            outcome = yield self._fetch(normalised, adapter)
+            return outcome
+        granted = min(op.duration, int(self.bus.policy.max_duration(normalised)), self.max_duration)
+        if existing is not None:
+            record = attrs.evolve(existing, expires_at=now + granted, watcher_instance=op.watcher_instance
+                                  or existing.watcher_instance)
+            self._counters["refreshed"] += 1
+        else:
+            record = SubscriptionRecord(
+                subscript_id=op.subscript_id, watcher=watcher_key, target=target_key,
+                watcher_origin=op.origin, watcher_instance=op.watcher_instance, expires_at=now + granted,
+                state=PENDING, created_at=now, last_document_digest=None,
+                target_origin=adapter.name if adapter is not None else "",
+            )
+        yield self._store.put_subscription(record)
+        self._arm(record)
+        authorised = True
+        if adapter is not None and IPresence.providedBy(adapter):
+            upstream = attrs.evolve(normalised, duration=granted, max_forwards=op.max_forwards - 1)
+            answer = yield self.bus.deliver(adapter, upstream)
+            if answer.status is Status.FAILURE:
+                if existing is None:
+                    self._disarm(record.subscript_id)
+                    yield self._store.remove_subscription(record.subscript_id)
+                self._counters["subscribe_failed"] += 1
+                log.info("target network refused subscription {sid}: {reason}", sid=op.subscript_id,
+                         reason=answer.reason)
+                return attrs.evolve(answer, trans_id=op.trans_id, duration=None), None
+            authorised = answer.status is Status.SUCCESS
+        latest = yield self._store.get_subscription(record.subscript_id)
+        if latest is None:  # ended while the target's network answered
+            return success(op, duration=granted), None
+        if authorised or latest.state == ACTIVE:
+            if latest.state != ACTIVE:
+                latest = attrs.evolve(latest, state=ACTIVE)
+                yield self._store.put_subscription(latest)
+        if existing is None:
+            self._counters["subscribed"] += 1
+        log.info("subscription {sid}: {watcher} -> {target} for {granted} s ({state})", sid=op.subscript_id,
+                 watcher=watcher_key, target=target_key, granted=granted, state=latest.state)
+        subscript_id = latest.subscript_id
+
+        @inlineCallbacks
+        def first_notify():  # type: ignore[no-untyped-def]
+            current = yield self._store.get_subscription(subscript_id)
+            if current is None:
+                return None
+            documents = yield self._store.get_presence(current.target)
+            document = compose_documents(documents, current.target) if current.state == ACTIVE else None
+            state = SubscriptionState.ACTIVE if document is not None else SubscriptionState.PENDING
+            yield self._notify_watcher(current, document, state, force=True)
+            return None
+
+        return success(op, duration=granted), first_notify
+
+    @inlineCallbacks
+    def _cancel(self, op: Subscribe, record: SubscriptionRecord):  # type: ignore[no-untyped-def]
+        self._disarm(record.subscript_id)
+        yield self._store.remove_subscription(record.subscript_id)
+        self._counters["cancelled"] += 1
+        yield self._cancel_upstream(record)
+        documents = yield self._store.get_presence(record.target)
+        document = compose_documents(documents, record.target) if record.state == ACTIVE else None
+        log.info("subscription {sid} cancelled by {watcher}", sid=record.subscript_id, watcher=record.watcher)
+
+        def final_notify() -> Deferred[Any]:
+            return self._send(record, record.subscript_id, document, SubscriptionState.TERMINATED, None)
+
+        return success(op, duration=0), final_notify
+
+    @inlineCallbacks
+    def _fetch(self, op: Subscribe, adapter: Any):  # type: ignore[no-untyped-def]
+        fetch = _Fetch(str(op.watcher), str(op.target), op.origin, self._now() + self.fetch_window)
+        authorised = True
+        if adapter is not None and IPresence.providedBy(adapter):
+            self._fetches[op.subscript_id] = fetch
+            self._timers["fetch\x00" + op.subscript_id] = self.bus.reactor.callLater(
+                self.fetch_window, self._forget_fetch, op.subscript_id)
+            answer = yield self.bus.deliver(adapter, attrs.evolve(op, max_forwards=op.max_forwards - 1))
+            if answer.status is Status.FAILURE:
+                self._fetches.pop(op.subscript_id, None)
+                return attrs.evolve(answer, trans_id=op.trans_id, duration=None), None
+            authorised = answer.status is Status.SUCCESS
+        self._counters["fetched"] += 1
+        documents = yield self._store.get_presence(op.target)
+        document = compose_documents(documents, op.target) if authorised else None
+
+        def single_notify() -> Deferred[Any]:
+            return self._send(fetch, op.subscript_id, document, SubscriptionState.TERMINATED,
+                              TerminationReason.TIMEOUT)
+
+        return success(op, duration=0), single_notify
+
+    # -- notify from a target's network ------------------------------------
+
+    @inlineCallbacks
+    def notify(self, op: Notify):  # type: ignore[no-untyped-def]
+        watcher = canonical_pres(op.watcher)
+        target = canonical_pres(op.target)
+        if watcher is None or target is None:
+            return self._refuse(op, "invalid", Condition.BAD_REQUEST,
+                                "the watcher or target of the notify is not a valid pres: URI")
+        record = yield self._store.get_subscription(op.subscript_id)
+        if record is None:
+            fetch = self._fetches.get(op.subscript_id)
+            if fetch is None or fetch.target != str(target) or fetch.watcher != str(watcher):
+                return self._refuse(op, "no_subscription", Condition.NO_SUBSCRIPTION,
+                                    f"no subscription {op.subscript_id} of {watcher} to {target}")
+            if op.presence is not None:
+                yield self._store.put_presence(target, op.origin, op.presence, self._now())
+            if op.state is SubscriptionState.TERMINATED:
+                self._fetches.pop(op.subscript_id, None)
+            yield self._send(fetch, op.subscript_id, op.presence, op.state, op.reason, origin=op.origin)
+            return success(op)
+        if record.watcher != str(watcher) or record.target != str(target):
+            return self._refuse(op, "invalid", Condition.BAD_REQUEST,
+                                f"subscription {op.subscript_id} is not {watcher} -> {target}")
+        if op.presence is not None:
+            yield self._store.put_presence(target, op.origin, op.presence, self._now())
+        if op.state is SubscriptionState.TERMINATED:
+            self._disarm(record.subscript_id)
+            yield self._store.remove_subscription(record.subscript_id)
+            self._counters["terminated_by_target"] += 1
+            yield self._send(record, record.subscript_id, op.presence, SubscriptionState.TERMINATED, op.reason,
+                             origin=op.origin)
+            return success(op)
+        new_state = ACTIVE if op.state is SubscriptionState.ACTIVE else PENDING
+        changed = new_state != record.state
+        if changed:
+            record = attrs.evolve(record, state=new_state)
+            yield self._store.put_subscription(record)
+        if op.presence is None:
+            if changed or new_state == PENDING:
+                yield self._notify_watcher(record, None, op.state, force=changed, origin=op.origin)
+            return success(op)
+        document = op.presence
+        if new_state == ACTIVE:
+            documents = yield self._store.get_presence(target)
+            if len(documents) > 1:
+                document = compose_documents(documents, target)
+        yield self._notify_watcher(record, document, op.state, force=changed, origin=op.origin)
+        return success(op)
+
+    # -- publish -----------------------------------------------------------
+
+    @inlineCallbacks
+    def publish(self, op: Publish):  # type: ignore[no-untyped-def]
+        presentity = canonical_pres(op.presentity)
+        if presentity is None:
+            return self._refuse(op, "invalid", Condition.BAD_REQUEST,
+                                f"the presentity {op.presentity} is not a valid pres: URI naming a user")
+        instance = op.instance or op.origin or ""
+        if op.expires == 0:
+            yield self._store.remove_presence(presentity, instance)
+        else:
+            if not isinstance(op.presence, Content):
+                return self._refuse(op, "invalid", Condition.BAD_REQUEST, "a publish carries no document")
+            yield self._store.put_presence(presentity, instance, op.presence, self._now())
+        self._counters["published"] += 1
+        documents = yield self._store.get_presence(presentity)
+        document = compose_documents(documents, presentity)
+        if document is None:
+            log.info("presence of {presentity} withdrawn; watchers keep the last state", presentity=presentity)
+            return success(op)
+        records = yield self.subscriptions_of(presentity)
+        digest = document_digest(document)
+        sends = [
+            self._notify_watcher(record, document, SubscriptionState.ACTIVE, origin=op.origin or SERVICE_ORIGIN,
+                                 digest=digest)
+            for record in records
+            if record.state == ACTIVE
+        ]
+        if sends:
+            yield gatherResults(sends, consumeErrors=True).addErrback(
+                lambda reason: log.failure("presence fan-out of {presentity} failed", reason,
+                                           presentity=presentity))
+        return success(op)
+
+
+__all__ = ["PresenceService", "canonical_pres", "compose_documents", "SERVICE_ORIGIN"]
+

@@ -1,0 +1,361 @@
+"""Tests of cpimgw.bus: routing, RFC 3860 §4 message handling, duplicates, errors, counters."""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from cpimgw.bus import Bus, message_key
+from cpimgw.cpim.operations import (
+    Condition,
+    Content,
+    Message,
+    Publish,
+    Response,
+    Status,
+    Subscribe,
+    failure,
+    indeterminant,
+)
+from cpimgw.cpim.uri import im_uri, pres_uri
+from cpimgw.interfaces import IBus, IPresenceService, IResolver
+from cpimgw.policy import DefaultPolicy
+from cpimgw.store.memory import MemoryStore
+from cpimgw.store.sqlite import SQLiteStore
+from cpimgw.testing import BusFixture, RecordingAdapter, attach, make_bus
+
+TEXT = Content("text/plain", b"Hello")
+
+
+def message(source: str = "alice@alpha.example", destination: str = "bob@beta.example", **kw: object) -> Message:
+    s_user, s_domain = source.split("@")
+    d_user, d_domain = destination.split("@")
+    return Message(im_uri(s_user, s_domain), im_uri(d_user, d_domain), TEXT, **kw)  # type: ignore[arg-type]
+
+
+@implementer(IResolver)
+class TableResolver:
+    """An IResolver answering from a table (domain -> label), recording its questions."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+        self.questions: list[tuple[str, tuple[str, ...]]] = []
+
+    def resolve(self, domain: str, labels: object) -> Deferred:
+        labels = tuple(labels)  # type: ignore[arg-type]
+        self.questions.append((domain, labels))
+        label = self.table.get(domain)
+        return succeed(label if label in labels else None)
+
+
+class MessageTests(BusFixture, unittest.TestCase):
+    def dispatch(self, operation: object) -> Response:
+        return self.successResultOf(self.alpha.inject(operation))
+
+    def test_interfaces(self) -> None:
+        self.assertTrue(verifyObject(IBus, self.bus))
+        self.assertTrue(verifyObject(IPresenceService, self.bus.presence))
+        self.assertIs(self.bus.presence.bus, self.bus)
+
+    def test_delivered_with_max_forwards_decremented(self) -> None:
+        original = message(max_forwards=1, message_id="m-1")
+        response = self.dispatch(original)
+        self.assertEqual(response, Response(original.trans_id, Status.SUCCESS))
+        self.assertEqual(self.beta.delivered, [attrs.evolve(original, max_forwards=0, origin="alpha")])
+        self.assertEqual(self.alpha.delivered, [])
+
+    def test_max_forwards_zero_is_a_loop(self) -> None:
+        response = self.dispatch(message(max_forwards=0))
+        self.assertIs(response.status, Status.FAILURE)
+        self.assertIs(response.condition, Condition.LOOP)
+        self.assertIn("MaxForwards", response.reason)
+        self.assertEqual(self.beta.delivered, [])
+        self.assertEqual(self.bus.counters["loops"], 1)
+
+    def test_unknown_domain(self) -> None:
+        response = self.dispatch(message(destination="bob@nowhere.example"))
+        self.assertIs(response.condition, Condition.NO_ROUTE)
+        self.assertEqual(response.reason, "no route to domain nowhere.example")
+        self.assertEqual(self.bus.counters["no_route"], 1)
+
+    def test_domain_case_and_trailing_dot(self) -> None:
+        response = self.dispatch(message(destination="bob@BETA.Example."))
+        self.assertIs(response.status, Status.SUCCESS)
+        self.assertEqual(len(self.beta.delivered), 1)
+
+    def test_missing_capability_named(self) -> None:
+        mute = RecordingAdapter("mute", ["mute.example"], capabilities=())
+        attach(self.bus, mute)
+        response = self.dispatch(message(destination="x@mute.example"))
+        self.assertIs(response.condition, Condition.UNSUPPORTED)
+        self.assertEqual(response.reason, "adapter 'mute' does not provide IMessaging")
+        self.assertEqual(mute.delivered, [])
+        self.assertEqual(self.bus.counters["unsupported"], 1)
+
+    def test_pres_uri_is_not_an_inbox(self) -> None:
+        bad = attrs.evolve(message(), destination=pres_uri("bob", "beta.example"))
+        response = self.dispatch(bad)
+        self.assertIs(response.condition, Condition.BAD_REQUEST)
+        self.assertIn("pres:bob@beta.example is not an instant inbox", response.reason)
+        self.assertEqual(self.bus.counters["invalid"], 1)
+
+    def test_not_an_operation(self) -> None:
+        response = self.successResultOf(self.bus.dispatch("hello"))
+        self.assertIs(response.condition, Condition.BAD_REQUEST)
+        self.assertIn("not a CPIM operation: str", response.reason)
+
+    def test_duplicate_message_id_suppressed(self) -> None:
+        first = self.dispatch(message(message_id="m-1"))
+        second_op = message(message_id="m-1")
+        second = self.dispatch(second_op)
+        self.assertIs(first.status, Status.SUCCESS)
+        self.assertEqual(second, Response(second_op.trans_id, Status.SUCCESS, "duplicate suppressed"))
+        self.assertEqual(len(self.beta.delivered), 1)
+        self.assertEqual(self.bus.counters["duplicates"], 1)
+
+    def test_duplicate_trans_id_without_message_id(self) -> None:
+        original = message()
+        self.dispatch(original)
+        again = self.dispatch(original)
+        self.assertEqual(again.reason, "duplicate suppressed")
+        self.assertEqual(len(self.beta.delivered), 1)
+
+    def test_same_id_other_source_not_a_duplicate(self) -> None:
+        self.dispatch(message(message_id="m-1"))
+        self.dispatch(message(source="carol@alpha.example", message_id="m-1"))
+        self.assertEqual(len(self.beta.delivered), 2)
+
+    def test_im_and_pres_of_one_principal_share_keys(self) -> None:
+        self.assertEqual(message_key(message(message_id="x")),
+                         message_key(message(source="alice@ALPHA.example.", message_id="x")))
+
+    def test_failed_delivery_can_be_retried(self) -> None:
+        self.beta.reply = lambda op: failure(op, Condition.UNAVAILABLE, "offline")
+        first = self.dispatch(message(message_id="m-2"))
+        self.assertIs(first.condition, Condition.UNAVAILABLE)
+        self.beta.reply = lambda op: indeterminant(op, "queued", native_code=202)
+        second = self.dispatch(message(message_id="m-2"))
+        self.assertIs(second.status, Status.INDETERMINANT)
+        self.assertEqual(second.native_code, 202)
+        self.assertEqual(len(self.beta.delivered), 2)
+
+    def test_duplicate_while_in_flight_waits_for_the_first(self) -> None:
+        pending: Deferred = Deferred()
+        self.beta.reply = lambda op: pending
+        first = self.alpha.inject(message(message_id="m-3"))
+        second_op = message(message_id="m-3")
+        second = self.alpha.inject(second_op)
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        pending.callback(Response(self.beta.delivered[0].trans_id, Status.SUCCESS, "ok"))
+        self.assertEqual(self.successResultOf(first).reason, "ok")
+        self.assertEqual(self.successResultOf(second),
+                         Response(second_op.trans_id, Status.SUCCESS, "duplicate suppressed"))
+        self.assertEqual(len(self.beta.delivered), 1)
+
+    def test_policy_refusal(self) -> None:
+        self.bus.policy = DefaultPolicy(deny_domains=["alpha.example"])
+        response = self.dispatch(message())
+        self.assertIs(response.condition, Condition.FORBIDDEN)
+        self.assertEqual(response.reason,
+                         "policy deny_domains: messages from alpha.example are refused (rule 'alpha.example')")
+        self.assertEqual(self.beta.delivered, [])
+        self.assertEqual(self.bus.counters["refused"], 1)
+        # Refused, so not remembered: allowed again once the policy allows.
+        self.bus.policy = DefaultPolicy()
+        self.assertIs(self.dispatch(message()).status, Status.SUCCESS)
+
+    def test_adapter_exception_is_internal(self) -> None:
+        def explode(op: object) -> Response:
+            raise RuntimeError("boom")
+
+        self.beta.reply = explode
+        response = self.dispatch(message())
+        self.assertIs(response.condition, Condition.INTERNAL)
+        self.assertEqual(response.reason, "adapter 'beta' failed: boom")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # The bus keeps serving.
+        self.beta.reply = lambda op: Response(op.trans_id, Status.SUCCESS)
+        self.assertIs(self.dispatch(message()).status, Status.SUCCESS)
+
+    def test_adapter_errback_is_internal(self) -> None:
+        self.beta.reply = lambda op: fail(ValueError("native stack fell over"))
+        response = self.dispatch(message())
+        self.assertIs(response.condition, Condition.INTERNAL)
+        self.assertIn("native stack fell over", response.reason)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.bus.counters["internal"], 1)
+
+    def test_adapter_answer_not_a_response(self) -> None:
+        self.beta.reply = lambda op: "fine"
+        response = self.dispatch(message())
+        self.assertIs(response.condition, Condition.INTERNAL)
+        self.assertIn("answered str, not a Response", response.reason)
+        self.flushLoggedErrors(TypeError)
+
+    def test_internal_error_inside_the_bus(self) -> None:
+        class BrokenStore(MemoryStore):
+            def remember(self, key: str, now: float, ttl: float) -> Deferred:
+                raise OSError("disk on fire")
+
+        self.bus.store = BrokenStore()
+        response = self.dispatch(message())
+        self.assertIs(response.condition, Condition.INTERNAL)
+        self.assertEqual(response.reason, "internal error: disk on fire")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_counters(self) -> None:
+        self.dispatch(message(message_id="a"))
+        self.dispatch(message(message_id="a"))
+        self.dispatch(message(destination="x@nowhere.example"))
+        self.dispatch(message(max_forwards=0))
+        counters = self.bus.counters
+        self.assertEqual(
+            {name: counters[name] for name in ("dispatched", "delivered", "failed", "duplicates", "loops",
+                                               "no_route", "refused")},
+            {"dispatched": 4, "delivered": 1, "failed": 2, "duplicates": 1, "loops": 1, "no_route": 1,
+             "refused": 0},
+        )
+        self.assertIsInstance(counters, dict)
+
+    def test_presence_operations_go_to_the_presence_service(self) -> None:
+        publish = Publish(pres_uri("bob", "beta.example"), Content("application/pidf+xml", b"<presence/>"))
+        response = self.successResultOf(self.beta.inject(publish))
+        self.assertEqual(response, Response(publish.trans_id, Status.SUCCESS))
+        stored = self.successResultOf(self.bus.store.get_presence("pres:bob@beta.example"))
+        self.assertEqual(stored, {"beta": publish.presence})
+
+
+class RoutingTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.resolver = TableResolver({"far.example": "_xmpp", "sipland.example": "_sip"})
+        self.bus = make_bus(
+            routes={"static.example": "beta", ".sub.example": "alpha", "alpha.example": "beta"},
+            resolver=self.resolver,
+            adapter_labels={"alpha": ("_xmpp",), "beta": ("_sip", "_xmpp")},
+            resolve_cache_ttl=60,
+        )
+        self.alpha = RecordingAdapter("alpha", ["alpha.example", "shared.example"])
+        self.beta = RecordingAdapter("beta", ["beta.example"])
+        attach(self.bus, self.alpha, self.beta)
+
+    def tearDown(self) -> Deferred:
+        return self.bus.stop()
+
+    def route(self, domain: str) -> object:
+        return self.successResultOf(self.bus.adapter_for(domain))
+
+    def test_static_table_wins_over_adapter_domains(self) -> None:
+        self.assertIs(self.route("alpha.example"), self.beta)
+        self.assertIs(self.route("static.example"), self.beta)
+        self.assertIs(self.route("deep.sub.example"), self.alpha)
+        self.assertEqual(self.resolver.questions, [])
+
+    def test_adapter_domains_next(self) -> None:
+        self.assertIs(self.route("shared.example"), self.alpha)
+        self.assertIs(self.route("Beta.Example."), self.beta)
+
+    def test_resolver_last_labels_in_registration_order(self) -> None:
+        self.assertIs(self.route("far.example"), self.alpha)
+        self.assertIs(self.route("sipland.example"), self.beta)
+        self.assertIsNone(self.route("unknown.example"))
+        self.assertEqual(self.resolver.questions[0], ("far.example", ("_xmpp", "_sip")))
+
+    def test_resolver_answers_cached(self) -> None:
+        self.route("far.example")
+        self.route("far.example")
+        self.route("unknown.example")
+        self.route("unknown.example")
+        self.assertEqual(len(self.resolver.questions), 2)
+        self.bus.reactor.advance(61)
+        self.route("far.example")
+        self.assertEqual(len(self.resolver.questions), 3)
+
+    def test_static_route_to_missing_adapter_is_no_route(self) -> None:
+        self.bus.unregister(self.beta)
+        self.assertIsNone(self.route("static.example"))
+        self.assertIsNone(self.route("beta.example"))
+
+    def test_resolver_failure_is_no_route(self) -> None:
+        self.resolver.resolve = lambda domain, labels: fail(OSError("dns down"))  # type: ignore[method-assign]
+        self.assertIsNone(self.route("far.example"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_register_errors(self) -> None:
+        self.assertRaises(ValueError, self.bus.register, RecordingAdapter("alpha", ["other.example"]))
+        error = self.assertRaises(ValueError, self.bus.register, RecordingAdapter("gamma", ["beta.example"]))
+        self.assertIn("already served by 'beta'", str(error))
+        self.assertRaises(TypeError, self.bus.register, object())
+
+    def test_unregister(self) -> None:
+        self.bus.unregister(self.alpha)
+        self.assertIsNone(self.route("shared.example"))
+        self.assertNotIn("alpha", self.bus.adapters)
+        self.bus.unregister(self.alpha)  # twice is harmless
+
+
+class LifecycleTests(unittest.TestCase):
+    def test_duplicate_keys_purged_periodically(self) -> None:
+        store = MemoryStore()
+        bus = make_bus(store=store, duplicate_ttl=100, purge_interval=50)
+        alpha, beta = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(bus, alpha, beta)
+        self.successResultOf(alpha.inject(message(message_id="k")))
+        self.assertEqual(self.successResultOf(store.counts())["duplicate_keys"], 1)
+        bus.reactor.advance(50)
+        self.assertEqual(self.successResultOf(store.counts())["duplicate_keys"], 1)
+        bus.reactor.advance(50)
+        self.assertEqual(self.successResultOf(store.counts())["duplicate_keys"], 0)
+        self.successResultOf(bus.stop())
+        self.assertEqual(bus.reactor.getDelayedCalls(), [])
+        self.assertFalse(store.opened)
+
+    def test_start_purges_at_once(self) -> None:
+        store = MemoryStore()
+        self.successResultOf(store.remember("old", 0.0, 10.0))
+        clock = Clock()
+        clock.advance(20)
+        bus = make_bus(reactor=clock, store=store)
+        self.assertEqual(self.successResultOf(store.counts())["duplicate_keys"], 0)
+        self.successResultOf(bus.stop())
+
+    @inlineCallbacks
+    def test_duplicates_survive_restart_on_sqlite(self):
+        """Duplicate keys outlive the store and the bus: a NEW bus on the same file still suppresses."""
+        path = os.path.abspath(self.mktemp()) + ".sqlite"
+        clock = Clock()
+        bus = Bus(clock, SQLiteStore(path), DefaultPolicy())
+        yield bus.start()
+        alpha, beta = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(bus, alpha, beta)
+        first = yield alpha.inject(message(message_id="restart-1"))
+        self.assertIs(first.status, Status.SUCCESS)
+        yield bus.stop()
+
+        clock.advance(3600)
+        again = Bus(clock, SQLiteStore(path), DefaultPolicy())
+        yield again.start()
+        alpha2, beta2 = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(again, alpha2, beta2)
+        second = yield alpha2.inject(message(message_id="restart-1"))
+        self.assertEqual(second.reason, "duplicate suppressed")
+        self.assertEqual(beta2.delivered, [])
+        other = yield alpha2.inject(message(message_id="restart-2"))
+        self.assertIs(other.status, Status.SUCCESS)
+        self.assertEqual(len(beta2.delivered), 1)
+        yield again.stop()
+
+    def test_subscribe_dispatched(self) -> None:
+        bus = make_bus()
+        alpha, beta = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(bus, alpha, beta)
+        subscribe = Subscribe(pres_uri("a", "alpha.example"), pres_uri("b", "beta.example"), 60)
+        response = self.successResultOf(alpha.inject(subscribe))
+        self.assertEqual(response.duration, 60)
+        self.successResultOf(bus.stop())
