@@ -8,6 +8,12 @@ servers verify each other with a test CA (subjectAltName DNS = the domain),
 STARTTLS, then LOGIN with SASL EXTERNAL.  Shown: messages both ways (body
 octets and Message-ID unchanged), presence subscriptions both ways, and a
 peer that is unauthenticated or claims a domain it has not proven refused.
+
+Each gateway has its own loopback address (A 127.0.0.2, B 127.0.0.3; Linux
+routes all of 127/8 to lo), so that the peer verification of
+draft-ietf-prim-server-00 §9.1 (DNS, then VERIFYSERVER to the claimed
+domain's server) can tell servers apart: a hand-driven peer binds the
+address it pretends to have.
 """
 
 from __future__ import annotations
@@ -34,10 +40,17 @@ def bounded(d: defer.Deferred, seconds: float = WAIT) -> defer.Deferred:
     return d.addTimeout(seconds, reactor)
 
 
+ADDRESSES = {"a.example": "127.0.0.2", "b.example": "127.0.0.3"}
+
+
 class TwoGateways(TestCase):
     """Gateways A (a.example) and B (b.example) peering over TLS, with alice on A and bob on B."""
 
     timeout = 60
+    #: per domain, settings over the fixture's
+    extra_settings: dict = {}
+    #: whether the gateways use STARTTLS towards each other
+    peer_tls = True
 
     @defer.inlineCallbacks
     def setUp(self):  # type: ignore[no-untyped-def]
@@ -48,6 +61,7 @@ class TwoGateways(TestCase):
         self.ca = TestCA()
         self.gateways = {}
         for domain, peer, user in (("a.example", "b.example", "alice"), ("b.example", "a.example", "bob")):
+            address = ADDRESSES[domain]
             bus = make_bus(reactor=reactor)
             yield bus.started
             settings = PrimSettings.from_mapping({
@@ -55,7 +69,10 @@ class TwoGateways(TestCase):
                 "users": {user: f"{user}-secret"},
                 "peers": {peer: {"host": "127.0.0.1", "port": 1}},
                 "srv_lookup": False,
+                "listen_host": address,
+                "outbound_address": address,
                 **self.ca.write(self.directory, domain),
+                **self.extra_settings.get(domain, {}),
             })
             adapter = PrimAdapter(settings, bus, listen_ports={"server": 0, "client": 0})
             bus.register(adapter)
@@ -66,7 +83,8 @@ class TwoGateways(TestCase):
         for domain, (bus, adapter) in self.gateways.items():
             peer = "b.example" if domain == "a.example" else "a.example"
             port = self.gateways[peer][1].port_of("server")
-            adapter.settings = attrs.evolve(adapter.settings, peers={peer: PeerSettings(peer, "127.0.0.1", port)})
+            adapter.settings = attrs.evolve(adapter.settings, peers={
+                peer: PeerSettings(peer, ADDRESSES[peer], port, tls=self.peer_tls)})
         self.alice = yield self.client("a.example", "alice")
         self.bob = yield self.client("b.example", "bob")
 
@@ -74,10 +92,32 @@ class TwoGateways(TestCase):
     def client(self, domain: str, user: str):  # type: ignore[no-untyped-def]
         adapter = self.gateways[domain][1]
         client = PrimClient(reactor, f"{user}@{domain}", f"{user}-secret")
-        yield bounded(client.connect("127.0.0.1", adapter.port_of("client")))
+        yield bounded(client.connect(adapter.settings.listen_host, adapter.port_of("client")))
         yield bounded(client.listen())
         self.addCleanup(client.protocol.close)
         return client
+
+
+    @defer.inlineCallbacks
+    def raw_peer(self, target: str, *, cert_domain: str | None = None, ca: TestCA | None = None,
+                 bind: str = "127.0.0.1"):  # type: ignore[no-untyped-def]
+        """A hand-driven server connection from ``bind`` to ``target``'s s2s port, optionally with TLS
+        as ``cert_domain``."""
+        adapter = self.gateways[target][1]
+        protocol = PrimProtocol(None, reactor, request_timeout=WAIT)
+        endpoint = HostnameEndpoint(reactor, ADDRESSES[target], adapter.port_of("server"), bindAddress=(bind, 0))
+        yield bounded(connectProtocol(endpoint, protocol))
+        self.addCleanup(protocol.close)
+        if cert_domain is not None:
+            issuer = ca or self.ca
+            cert, key = issuer.issue(cert_domain)
+            options = ssl.optionsForClientTLS(
+                target, trustRoot=ssl.Certificate.loadPEM(self.ca.pem),
+                clientCertificate=ssl.PrivateCertificate.loadPEM(cert + key))
+            answer = yield bounded(protocol.send_request("STARTTLS"))
+            self.assertEqual(answer.code, 200)
+            yield bounded(protocol.start_tls(options))
+        return protocol
 
 
 class FederationTests(TwoGateways):
@@ -124,24 +164,6 @@ class FederationTests(TwoGateways):
         answer = yield bounded(self.alice.unsubscribe("pres:bob@b.example"))
         self.assertEqual(answer.code, 200)
 
-    @defer.inlineCallbacks
-    def raw_peer(self, target: str, *, cert_domain: str | None = None, ca: TestCA | None = None):  # type: ignore[no-untyped-def]
-        """A hand-driven server connection to ``target``'s s2s port, optionally with TLS as ``cert_domain``."""
-        adapter = self.gateways[target][1]
-        protocol = PrimProtocol(None, reactor, request_timeout=WAIT)
-        yield bounded(connectProtocol(HostnameEndpoint(reactor, "127.0.0.1", adapter.port_of("server")), protocol))
-        self.addCleanup(protocol.close)
-        if cert_domain is not None:
-            issuer = ca or self.ca
-            cert, key = issuer.issue(cert_domain)
-            options = ssl.optionsForClientTLS(
-                target, trustRoot=ssl.Certificate.loadPEM(self.ca.pem),
-                clientCertificate=ssl.PrivateCertificate.loadPEM(cert + key))
-            answer = yield bounded(protocol.send_request("STARTTLS"))
-            self.assertEqual(answer.code, 200)
-            yield bounded(protocol.start_tls(options))
-        return protocol
-
     def spoofed_send(self, protocol: PrimProtocol) -> defer.Deferred:
         return bounded(protocol.send_request("SEND", [
             ("From", "im:alice@a.example"), ("To", "im:bob@b.example"), ("Message-ID", "spoof"),
@@ -151,7 +173,9 @@ class FederationTests(TwoGateways):
     def test_unauthenticated_peer_refused(self):  # type: ignore[no-untyped-def]
         protocol = yield self.raw_peer("b.example")
         answer = yield self.spoofed_send(protocol)
-        self.assertEqual(answer.code, 401)
+        # B asked a.example's server (VERIFYSERVER) about 127.0.0.1, which is not one of A's addresses
+        self.assertEqual(answer.code, 402)
+        self.assertEqual(self.gateways["b.example"][1].counters["verify_failed"], 1)
         answer = yield bounded(protocol.send_request("LOGIN", [("Domain", "a.example"), ("Auth-State", "init"),
                                                                ("SASL-Mech", "CRAM-MD5")]))
         self.assertEqual(answer.code, 406)  # TLS first (s2s_require_tls)
@@ -181,8 +205,8 @@ class FederationTests(TwoGateways):
     @defer.inlineCallbacks
     def test_verifyserver(self):  # type: ignore[no-untyped-def]
         protocol = yield self.raw_peer("b.example")
-        answer = yield bounded(protocol.send_request("VERIFYSERVER", [("Server-Address", "127.0.0.1")]))
-        self.assertEqual((answer.code, answer.header("Server-Address")), (200, "127.0.0.1"))
+        answer = yield bounded(protocol.send_request("VERIFYSERVER", [("Server-Address", "127.0.0.3")]))
+        self.assertEqual((answer.code, answer.header("Server-Address")), (200, "127.0.0.3"))
         answer = yield bounded(protocol.send_request("VERIFYSERVER", [("Server-Address", "192.0.2.7")]))
         self.assertEqual(answer.code, 403)
         self.assertTrue(self.gateways["b.example"][1].verifies_peers())
@@ -200,7 +224,7 @@ class CommandLineTests(TwoGateways):
         parser = argparse.ArgumentParser(prog="cpimgw")
         cli.register(parser.add_subparsers(dest="command"))
         port = self.gateways["a.example"][1].port_of("client")
-        args = parser.parse_args(["prim", "--server", f"127.0.0.1:{port}", "--user", "alice@a.example",
+        args = parser.parse_args(["prim", "--server", f"{ADDRESSES['a.example']}:{port}", "--user", "alice@a.example",
                                   "--password", "alice-secret", *argv])
         self.assertIs(args.run, cli.run)
         out = io.StringIO()
@@ -232,7 +256,7 @@ class CommandLineTests(TwoGateways):
         parser = argparse.ArgumentParser(prog="cpimgw")
         cli.register(parser.add_subparsers(dest="command"))
         port = self.gateways["a.example"][1].port_of("client")
-        args = parser.parse_args(["prim", "--server", f"127.0.0.1:{port}", "--user", "alice@a.example",
+        args = parser.parse_args(["prim", "--server", f"{ADDRESSES['a.example']}:{port}", "--user", "alice@a.example",
                                   "--password", "nope", "publish", "open"])
         out = io.StringIO()
         status = yield bounded(cli.session(reactor, args, out))
@@ -277,7 +301,7 @@ class RedirectTests(TwoGateways):
 
         cert, key = self.ca.issue("b.example")
         options = ssl.PrivateCertificate.loadPEM(cert + key).options()
-        redirector = Redirector(options, ("127.0.0.1", self.gateways["b.example"][1].port_of("server")))
+        redirector = Redirector(options, (ADDRESSES["b.example"], self.gateways["b.example"][1].port_of("server")))
         factory = Factory.forProtocol(lambda: PrimProtocol(redirector, reactor))
         listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
         self.addCleanup(listening.stopListening)
@@ -289,3 +313,68 @@ class RedirectTests(TwoGateways):
         received = yield bounded(self.bob.wait_for("SEND"))
         self.assertEqual(received.body, b"via the redirect")
         self.assertEqual(redirector.redirected, 1)
+
+
+class VerifyServerTests(TwoGateways):
+    """server-00 §9.1 / §7.3.5: a peer that proves nothing is checked against the domain it speaks for."""
+
+    extra_settings = {"a.example": {"server_addresses": ["127.0.0.4"]}}
+
+    def plain_send(self, protocol: PrimProtocol, message_id: str) -> defer.Deferred:
+        return bounded(protocol.send_request("SEND", [
+            ("From", "im:alice@a.example"), ("To", "im:bob@b.example"), ("Message-ID", message_id),
+            ("Conversation-ID", "v"), ("Content-Type", "text/plain")], b"verified " + message_id.encode()))
+
+    @defer.inlineCallbacks
+    def test_peer_at_the_domains_address(self):  # type: ignore[no-untyped-def]
+        protocol = yield self.raw_peer("b.example", bind=ADDRESSES["a.example"])  # no TLS, no LOGIN
+        answer = yield self.plain_send(protocol, "v1")
+        self.assertEqual(answer.code, 200)
+        received = yield bounded(self.bob.wait_for("SEND"))
+        self.assertEqual((received.body, received.header("AStrength")), (b"verified v1", "weak"))
+        b = self.gateways["b.example"][1]
+        self.assertEqual((b.counters["verify_by_address"], b.counters["verify_by_verifyserver"]), (1, 0))
+        answer = yield self.plain_send(protocol, "v2")  # proven for the rest of the connection
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(b.counters["verify_by_address"], 1)
+
+    @defer.inlineCallbacks
+    def test_peer_confirmed_by_verifyserver(self):  # type: ignore[no-untyped-def]
+        # 127.0.0.4 is not what a.example resolves to (127.0.0.2), but A lists it as one of its servers
+        protocol = yield self.raw_peer("b.example", bind="127.0.0.4")
+        answer = yield self.plain_send(protocol, "v3")
+        self.assertEqual(answer.code, 200)
+        received = yield bounded(self.bob.wait_for("SEND"))
+        self.assertEqual(received.header("Message-ID"), "v3")
+        self.assertEqual(self.gateways["b.example"][1].counters["verify_by_verifyserver"], 1)
+
+    @defer.inlineCallbacks
+    def test_spoofing_peer_refused_by_verifyserver(self):  # type: ignore[no-untyped-def]
+        protocol = yield self.raw_peer("b.example", bind="127.0.0.9")
+        answer, again = yield defer.gatherResults([self.plain_send(protocol, "s1"), self.plain_send(protocol, "s2")])
+        self.assertEqual((answer.code, again.code), (402, 402))
+        b = self.gateways["b.example"][1]
+        self.assertEqual((b.counters["spoofing_refused"], b.counters["verify_failed"]), (2, 1))  # one callback for both
+        self.assertEqual(self.bob.received, [])
+
+
+class UnauthenticatedFederationTests(TwoGateways):
+    """No TLS, no secrets: each gateway proves its domain to the other through VERIFYSERVER."""
+
+    peer_tls = False
+    # A sends from 127.0.0.4 (its outbound address), which B cannot find by resolving a.example
+    extra_settings = {"a.example": {"outbound_address": "127.0.0.4", "tls_certificate": "", "tls_key": "",
+                                    "tls_ca": ""}}
+
+    @defer.inlineCallbacks
+    def test_messages_both_ways_verified(self):  # type: ignore[no-untyped-def]
+        answer = yield bounded(self.alice.send("im:bob@b.example", b"over plain TCP", message_id="u-1"))
+        self.assertEqual(answer.code, 200)
+        received = yield bounded(self.bob.wait_for("SEND"))
+        self.assertEqual((received.body, received.header("Message-ID")), (b"over plain TCP", "u-1"))
+        self.assertEqual(self.gateways["b.example"][1].counters["verify_by_verifyserver"], 1)
+        answer = yield bounded(self.bob.send("im:alice@a.example", b"and back"))
+        self.assertEqual(answer.code, 200)
+        received = yield bounded(self.alice.wait_for("SEND"))
+        self.assertEqual(received.body, b"and back")
+        self.assertEqual(self.gateways["a.example"][1].counters["verify_by_address"], 1)

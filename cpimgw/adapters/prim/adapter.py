@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpimgw.adapters.prim import acl, mapping, sasl, wire
+from cpimgw.adapters.prim import state as pstate
 from cpimgw.adapters.prim.presence_doc import PIDF_NS
 from cpimgw.adapters.prim.protocol import PrimConnectionLost, PrimProtocol, PrimTimeout
 from cpimgw.adapters.prim.server import STRENGTHS, Session, login_to_peer
@@ -65,6 +66,9 @@ from cpimgw.interfaces import IAdapter, IMessaging, IPresence
 
 log = Logger()
 
+#: seconds a verified (domain, peer address) pair is trusted without asking again.
+VERIFY_CACHE = 300.0
+
 DEFAULTS: dict[str, Any] = {
     "local_domains": ["prim.localhost"],
     "listen_host": "127.0.0.1",
@@ -82,8 +86,15 @@ DEFAULTS: dict[str, Any] = {
     "max_command_size": 65536,
     "max_headers": 64,
     "max_line": 8192,
+    "max_pending": 256,
+    "max_connections_per_ip": 64,
+    "idle_timeout": 1800,
     "srv_lookup": True,
     "server_addresses": [],
+    "outbound_address": "",
+    "verify_peers": True,
+    "verify_by_address": True,
+    "astrength_by_origin": {},
     "users": {},
     "peers": {},
 }
@@ -125,8 +136,15 @@ class PrimSettings:
     max_command_size: int
     max_headers: int
     max_line: int
+    max_pending: int
+    max_connections_per_ip: int
+    idle_timeout: float
     srv_lookup: bool
     server_addresses: tuple[str, ...]
+    outbound_address: str
+    verify_peers: bool
+    verify_by_address: bool
+    astrength_by_origin: Mapping[str, str]
     users: Mapping[str, str]
     peers: Mapping[str, PeerSettings]
 
@@ -143,10 +161,20 @@ class PrimSettings:
             value = merged[key]
             _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535, key,
                      "must be a port number from 0 to 65535 (0: do not listen)")
-        for key in ("login_timeout", "request_timeout"):
-            _require(isinstance(merged[key], (int, float)) and merged[key] >= 0, key, "must be seconds >= 0")
-        for key in ("max_command_size", "max_headers", "max_line"):
-            _require(isinstance(merged[key], int) and merged[key] > 0, key, "must be a positive integer")
+        for key in ("login_timeout", "request_timeout", "idle_timeout"):
+            _require(isinstance(merged[key], (int, float)) and not isinstance(merged[key], bool) and merged[key] >= 0,
+                     key, "must be seconds >= 0 (0: no limit)")
+        for key in ("max_command_size", "max_headers", "max_line", "max_pending"):
+            _require(isinstance(merged[key], int) and not isinstance(merged[key], bool) and merged[key] > 0, key,
+                     "must be a positive integer")
+        _require(isinstance(merged["max_connections_per_ip"], int) and not isinstance(merged["max_connections_per_ip"], bool)
+                 and merged["max_connections_per_ip"] >= 0, "max_connections_per_ip", "must be an integer >= 0 (0: no limit)")
+        origins = merged["astrength_by_origin"]
+        _require(isinstance(origins, Mapping) and all(v in STRENGTHS for v in origins.values()), "astrength_by_origin",
+                 f"must be a table of adapter name = one of {', '.join(STRENGTHS)}")
+        _require(isinstance(merged["server_addresses"], (list, tuple))
+                 and all(isinstance(a, str) for a in merged["server_addresses"]), "server_addresses",
+                 "must be a list of IP addresses")
         mechanisms = tuple(str(m).upper() for m in merged["sasl_mechanisms"])
         _require(all(m in sasl.MECHANISMS for m in mechanisms), "sasl_mechanisms",
                  f"mechanisms must be among {', '.join(sasl.MECHANISMS)}")
@@ -184,8 +212,15 @@ class PrimSettings:
             max_command_size=merged["max_command_size"],
             max_headers=merged["max_headers"],
             max_line=merged["max_line"],
+            max_pending=merged["max_pending"],
+            max_connections_per_ip=merged["max_connections_per_ip"],
+            idle_timeout=float(merged["idle_timeout"]),
             srv_lookup=bool(merged["srv_lookup"]),
             server_addresses=tuple(merged["server_addresses"]),
+            outbound_address=str(merged["outbound_address"]),
+            verify_peers=bool(merged["verify_peers"]),
+            verify_by_address=bool(merged["verify_by_address"]),
+            astrength_by_origin=dict(origins),
             users=dict(users),
             peers=peers,
         )
@@ -198,6 +233,7 @@ class TupleState:
     permanent: Optional[tuple[Content, tuple[str, ...]]] = None
     leased: Optional[tuple[Content, tuple[str, ...]]] = None
     lease_timer: Any = None
+    lease_until: Optional[float] = None  # reactor seconds
 
     @property
     def current(self) -> Optional[tuple[Content, tuple[str, ...]]]:
@@ -243,8 +279,15 @@ class _SessionFactory(Factory):
         self.adapter = adapter
         self.role = role
 
-    def buildProtocol(self, addr: Any) -> PrimProtocol:
-        return self.adapter.make_protocol(Session(self.adapter, self.role))
+    def buildProtocol(self, addr: Any) -> Optional[PrimProtocol]:
+        host = getattr(addr, "host", None)
+        cap = self.adapter.settings.max_connections_per_ip
+        if cap and host is not None and self.adapter.connections_from(host) >= cap:
+            self.adapter.counters["connections_refused"] += 1
+            log.warn("PRIM {role} connection from {host} refused: {cap} connections from that address already",
+                     role=self.role, host=host, cap=cap)
+            return None  # Twisted closes the connection at once
+        return self.adapter.make_protocol(Session(self.adapter, self.role, peer_host=host))
 
 
 @implementer(IAdapter, IMessaging, IPresence)
@@ -280,6 +323,10 @@ class PrimAdapter(Service):
         self._redirects: dict[str, tuple[str, int]] = {}
         self._listening: list[Any] = []
         self._tls_cache: dict[str, Any] = {}
+        self._verified: dict[tuple[str, str], float] = {}
+        #: Subscription-ID -> Deferred of the first notify, for -01/-02 SUBSCRIBE/FETCH answers.
+        self._absorb: dict[str, defer.Deferred] = {}
+        self._writes: set[defer.Deferred] = set()  # state writes not yet stored  # (domain, peer address) -> verified until
         #: role -> port to listen on.  From the settings, 0 turns a listener off;
         #: given explicitly (tests), 0 asks for an ephemeral port.
         if listen_ports is None:
@@ -291,7 +338,103 @@ class PrimAdapter(Service):
 
     def startService(self) -> defer.Deferred:  # type: ignore[override]
         super().startService()
-        return self.listen()
+        return self.restore().addCallback(lambda _: self.listen())
+
+    # ------------------------------------------------------------------ persistence (state.py)
+
+    def _store_values(self) -> Any:
+        store = getattr(self.bus, "store", None)
+        return store if store is not None and hasattr(store, "put_value") else None
+
+    def _persist(self, scope: str, key: str, value: Optional[bytes], expires_at: Optional[float] = None) -> None:
+        """Write (``value``) or delete (``None``) one state value; failures are logged, never raised."""
+        store = self._store_values()
+        if store is None:
+            return
+        d = store.remove_value(scope, key) if value is None else store.put_value(scope, key, value, expires_at)
+        self.counters["state_writes"] += 1
+        d.addErrback(lambda failure: log.failure("PRIM state {scope} {key} not saved", failure, scope=scope,
+                                                 key=key.replace("\n", " ")))
+        if not d.called:
+            self._writes.add(d)
+            d.addBoth(lambda result: (self._writes.discard(d), result)[1])
+
+    def flush(self) -> defer.Deferred:
+        """``Deferred`` that fires when every state write and presence publication issued so far is done."""
+        return defer.gatherResults(list(self._writes), consumeErrors=True).addCallback(lambda _: None)
+
+    def _save_tuple(self, principal: tuple[str, str], tuple_id: str) -> None:
+        current = self._tuples.get(principal, {}).get(tuple_id)
+        key = pstate.tuple_key(principal, tuple_id)
+        if current is None or current.current is None:
+            self._persist(pstate.SCOPE_TUPLE, key, None)
+            return
+        stored = pstate.StoredTuple(current.permanent, current.leased,
+                                   current.lease_until if current.leased is not None else None)
+        self._persist(pstate.SCOPE_TUPLE, key, pstate.encode_tuple(stored), pstate.tuple_expiry(stored))
+
+    def _save_subscription_id(self, pair: tuple[str, str], subscript_id: Optional[str],
+                              duration: Optional[int] = None) -> None:
+        if subscript_id is None:
+            self._subscription_ids.pop(pair, None)
+            self._persist(pstate.SCOPE_UNSUBSCRIBE, pstate.pair_key(pair), None)
+            return
+        self._subscription_ids[pair] = subscript_id
+        expires = self.reactor.seconds() + duration if duration else None
+        self._persist(pstate.SCOPE_UNSUBSCRIBE, pstate.pair_key(pair), subscript_id.encode("utf-8"), expires)
+
+    @defer.inlineCallbacks
+    def restore(self):  # type: ignore[no-untyped-def]
+        """Reload ACLs, class tables, tuples (re-arming leases) and Subscription-IDs from the store.
+
+        A value that does not parse is logged and skipped; a lease that ended while the
+        gateway was down reverts at once (and the presentity's presence is published again).
+        """
+        store = self._store_values()
+        if store is None:
+            return
+        now = self.reactor.seconds()
+        loaded = {}
+        for scope in (pstate.SCOPE_ACL, pstate.SCOPE_CLASS_TABLE, pstate.SCOPE_TUPLE, pstate.SCOPE_UNSUBSCRIBE):
+            loaded[scope] = yield store.get_values(scope, now)
+        for key, value in loaded[pstate.SCOPE_ACL].items():
+            try:
+                self._acls[pstate.principal_of(key)] = acl.parse_acl(value)
+            except Exception as error:  # noqa: BLE001 - a damaged row must not stop the adapter
+                log.warn("PRIM stored ACL of {key} skipped: {error}", key=key, error=error)
+        for key, value in loaded[pstate.SCOPE_CLASS_TABLE].items():
+            try:
+                self._class_tables[pstate.principal_of(key)] = acl.parse_class_table(value)
+            except Exception as error:  # noqa: BLE001
+                log.warn("PRIM stored class table of {key} skipped: {error}", key=key, error=error)
+        republish = set()
+        for key, value in loaded[pstate.SCOPE_TUPLE].items():
+            try:
+                principal, tuple_id = pstate.split_tuple_key(key)
+                stored = pstate.decode_tuple(value)
+            except Exception as error:  # noqa: BLE001
+                log.warn("PRIM stored tuple {key} skipped: {error}", key=key.replace("\n", " "), error=error)
+                continue
+            current = TupleState(stored.permanent, stored.leased, None, stored.lease_until)
+            self._tuples.setdefault(principal, {})[tuple_id] = current
+            if current.leased is not None:
+                remaining = (stored.lease_until or now) - now
+                if remaining > 0:
+                    self._arm_lease(principal, tuple_id, current, remaining, save=False)
+                    current.lease_until = stored.lease_until  # the same end as before the restart
+                else:
+                    self._drop_lease(principal, tuple_id, current)
+                    republish.add(principal)
+        for key, value in loaded[pstate.SCOPE_UNSUBSCRIBE].items():
+            try:
+                self._subscription_ids[pstate.split_pair_key(key)] = value.decode("utf-8")
+            except Exception as error:  # noqa: BLE001
+                log.warn("PRIM stored subscription {key} skipped: {error}", key=key.replace("\n", " "), error=error)
+        for principal in sorted(republish):
+            self._publish_public(principal, None)
+        log.info("PRIM state restored: {acls} ACLs, {tables} class tables, {tuples} tuples, {subs} subscriptions",
+                 acls=len(self._acls), tables=len(self._class_tables),
+                 tuples=sum(len(t) for t in self._tuples.values()), subs=len(self._subscription_ids))
 
     @defer.inlineCallbacks
     def listen(self):  # type: ignore[no-untyped-def]
@@ -332,13 +475,15 @@ class PrimAdapter(Service):
             for state in tuples.values():
                 if state.lease_timer is not None and state.lease_timer.active():
                     state.lease_timer.cancel()
+        stops.append(self.flush())  # the state must be stored before the store closes
         return defer.gatherResults(stops, consumeErrors=True)
 
     def make_protocol(self, session: Session) -> PrimProtocol:
         protocol = PrimProtocol(
             session, self.reactor, request_timeout=self.settings.request_timeout,
             max_line=self.settings.max_line, max_headers=self.settings.max_headers,
-            max_body=self.settings.max_command_size,
+            max_body=self.settings.max_command_size, max_pending=self.settings.max_pending,
+            idle_timeout=self.settings.idle_timeout,
         )
         self.sessions.add(session)
         return protocol
@@ -378,9 +523,116 @@ class PrimAdapter(Service):
         return peer.secret if peer else None
 
     def own_addresses(self) -> set[str]:
+        """The addresses VERIFYSERVER confirms as ours: ``server_addresses``, the listening and the
+        outbound addresses, and the local address of every outbound peer connection now open."""
         addresses = set(self.settings.server_addresses)
         addresses.add(self.settings.listen_host)
+        if self.settings.outbound_address:
+            addresses.add(self.settings.outbound_address)
+        for session in self.sessions:
+            if session.role == "outbound" and session.protocol is not None and session.protocol.transport is not None:
+                try:
+                    addresses.add(session.protocol.transport.getHost().host)
+                except Exception:  # noqa: BLE001 - no address to add
+                    pass
+        addresses.discard("0.0.0.0")
+        addresses.discard("::")
         return addresses
+
+    def connections_from(self, host: str) -> int:
+        """How many inbound connections (server and user agent) come from ``host`` now."""
+        return sum(1 for session in self.sessions if session.role != "outbound" and session.peer_host == host)
+
+    # ------------------------------------------------------------------ peer verification (server-00 §9.1, §7.3.5)
+
+    @defer.inlineCallbacks
+    def verify_peer_domain(self, domain: str, host: Optional[str], *, tls: bool = False):  # type: ignore[no-untyped-def]
+        """Whether the server at ``host`` serves ``domain``; ``Deferred[str | None]`` never failing:
+        the strength of the proof (``weak``, ``medium`` over TLS) or ``None`` (not verified).
+
+        The domain's servers are found as for sending to it (:meth:`next_hops`); ``host`` among their
+        addresses proves it (``verify_by_address``); otherwise each of the first three is asked
+        ``VERIFYSERVER`` on a fresh connection (200: proven, 403: refused, no answer: next one).
+        Results are cached for ``VERIFY_CACHE`` seconds.
+        """
+        strength = "medium" if tls else "weak"
+        if not host:
+            return None
+        key = (domain, host)
+        cached = self._verified.get(key)
+        if cached is not None and cached > self.reactor.seconds():
+            self.counters["verify_cached"] += 1
+            return strength
+        try:
+            hops = yield self.next_hops(domain, "im")
+        except Exception as error:  # noqa: BLE001 - resolution failure: not verified
+            log.info("PRIM verification of {domain}: no servers found ({error})", domain=domain, error=error)
+            hops = []
+        hops = [hop for hop in hops if hop not in self._own_hops()][:3]
+        if not hops:
+            self.counters["verify_failed"] += 1
+            return None
+        if self.settings.verify_by_address:
+            for hop_host, _port in hops:
+                addresses = yield self._addresses_of(hop_host)
+                if host in addresses:
+                    self.counters["verify_by_address"] += 1
+                    self._verified[key] = self.reactor.seconds() + VERIFY_CACHE
+                    log.info("PRIM peer {host} is a server of {domain} (DNS)", host=host, domain=domain)
+                    return strength
+        for hop_host, port in hops:
+            try:
+                code = yield self.send_verifyserver(hop_host, port, host)
+            except Exception as error:  # noqa: BLE001 - unreachable: ask the next server
+                log.info("PRIM VERIFYSERVER to {hop}:{port} failed: {error}", hop=hop_host, port=port, error=error)
+                continue
+            if code == 200:
+                self.counters["verify_by_verifyserver"] += 1
+                self._verified[key] = self.reactor.seconds() + VERIFY_CACHE
+                log.info("PRIM peer {host} is a server of {domain} (VERIFYSERVER to {hop}:{port})",
+                         host=host, domain=domain, hop=hop_host, port=port)
+                return strength
+            if code == 403:
+                break  # the domain's own server says no
+        self.counters["verify_failed"] += 1
+        return None
+
+    def _own_hops(self) -> set[tuple[str, int]]:
+        hops = set()
+        for listening in self._listening:
+            address = listening.getHost()
+            hops.add((address.host, address.port))
+        return hops
+
+    @defer.inlineCallbacks
+    def _addresses_of(self, host: str):  # type: ignore[no-untyped-def]
+        """``Deferred[set[str]]``: ``host`` if it is an IP address, else its resolved addresses."""
+        if wire_address(host):
+            return {host}
+        try:
+            address = yield self.reactor.resolve(host)
+        except Exception:  # noqa: BLE001 - no address
+            return set()
+        return {address}
+
+    @defer.inlineCallbacks
+    def send_verifyserver(self, host: str, port: int, address: str):  # type: ignore[no-untyped-def]
+        """Ask the server at ``host``:``port`` (fresh connection, no LOGIN) whether ``address`` is one of
+        its domain's servers.  ``Deferred[int]``: the status code (a 200 whose ``Server-Address`` names
+        another address counts as 403)."""
+        protocol = PrimProtocol(None, self.reactor, request_timeout=self.settings.request_timeout or 30)
+        bind = (self.settings.outbound_address, 0) if self.settings.outbound_address else None
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.request_timeout or 30,
+                                    bindAddress=bind)
+        yield connectProtocol(endpoint, protocol)
+        try:
+            answer = yield protocol.send_request("VERIFYSERVER", [("Server-Address", address)])
+        finally:
+            protocol.close()
+        echoed = answer.header("Server-Address")
+        if answer.code == 200 and echoed is not None and echoed != address:
+            return 403
+        return answer.code
 
     def _load_tls(self) -> Optional[tuple[Any, Any, list[Any]]]:
         if "material" in self._tls_cache:
@@ -488,23 +740,53 @@ class PrimAdapter(Service):
     def _pair(self, watcher: CPIMURI, target: CPIMURI) -> tuple[str, str]:
         return (str(watcher.as_pres()).lower(), str(target.as_pres()).lower())
 
+    @staticmethod
+    def legacy_session(session: Session) -> bool:
+        """Whether a user agent speaks the -01/-02 presence protocol (``PP/1.0``, ``PRIM-PR/1.0``),
+        whose SUBSCRIBE and FETCH answer ``200`` with the current presence in the body."""
+        return session.role == "client" and (session.service_version or "").split("/")[0] in ("PP", "PRIM-PR")
+
     def _on_subscribe(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
         op = mapping.subscribe_from_request(request, origin=self.name)
         if session.role == "client":
             op = attrs.evolve(op, watcher_instance=session.ua_id)
         pair = self._pair(op.watcher, op.target)
+        absorbed: Optional[defer.Deferred] = None
+        if self.legacy_session(session):
+            # -01 §11.1.1 / §11.1.3: the presence comes in the 200 itself; the first notify the
+            # bus sends after the response (RFC 3859) is taken into the answer instead of a NOTIFY.
+            absorbed = self._absorb[op.subscript_id] = defer.Deferred()
+
+        def legacy_answer(response: Response) -> Any:
+            assert absorbed is not None
+            if not response.ok:
+                self._absorb.pop(op.subscript_id, None)
+                return answer(response)
+            absorbed.addTimeout(self.settings.request_timeout or 30, self.reactor)
+
+            def with_presence(presence: Any) -> wire.Response:
+                self._absorb.pop(op.subscript_id, None)
+                reply = answer(response)
+                if isinstance(presence, Content) and presence.body:
+                    return wire.response_to(request, reply.code, list(reply.headers) + [
+                        ("Content-Type", presence.content_type)], presence.body)
+                return reply
+
+            return absorbed.addBoth(with_presence)
 
         def answer(response: Response) -> wire.Response:
             code = mapping.subscribe_code(op, response)
             if response.ok and op.duration > 0:
-                self._subscription_ids[pair] = op.subscript_id
+                self._save_subscription_id(pair, op.subscript_id, response.duration or op.duration)
             elif response.ok and self._subscription_ids.get(pair) == op.subscript_id:
-                del self._subscription_ids[pair]
+                self._save_subscription_id(pair, None)
             headers = mapping.subscribe_response_headers(op, response) if response.ok else [
                 ("From", str(op.watcher)), ("To", str(op.target))]
+            if request.method == "FETCH":
+                headers = [h for h in headers if h[0] in ("From", "To")]
             return wire.response_to(request, code, headers)
 
-        return self._dispatch(op, strength).addCallback(answer)
+        return self._dispatch(op, strength).addCallback(legacy_answer if absorbed is not None else answer)
 
     def _on_fetch(self, session: Session, request: wire.Request, strength: str) -> defer.Deferred:
         return self._on_subscribe(session, request, strength)
@@ -519,7 +801,7 @@ class PrimAdapter(Service):
         op = mapping.subscribe_from_request(request, origin=self.name, known_id=known)
 
         def answer(response: Response) -> wire.Response:
-            self._subscription_ids.pop(self._pair(watcher, target), None)
+            self._save_subscription_id(self._pair(watcher, target), None)
             return wire.response_to(request, 200 if response.ok else mapping.prim_code(response, "UNSUBSCRIBE"), echo)
 
         return self._dispatch(op, strength).addCallback(answer)
@@ -540,8 +822,9 @@ class PrimAdapter(Service):
     def _on_cancelsubscription(self, session: Session, request: wire.Request, strength: str) -> None:
         target = mapping.prim_address(request.header("From"), "pres", "From")
         watcher = mapping.prim_address(request.header("To"), "pres", "To")
-        known = self._subscription_ids.pop(self._pair(watcher, target), None)
+        known = self._subscription_ids.get(self._pair(watcher, target))
         if known is not None:
+            self._save_subscription_id(self._pair(watcher, target), None)
             op = Notify(watcher, target, None, known, state=SubscriptionState.TERMINATED, expires=0,
                         origin=self.name)
             self._dispatch(op, strength)
@@ -570,6 +853,7 @@ class PrimAdapter(Service):
             return wire.response_to(request, 400, phrase=f"Bad Request ({error.reason})")
         assert session.principal is not None
         self._acls[session.principal] = parsed
+        self._persist(pstate.SCOPE_ACL, pstate.principal_key(session.principal), request.body)
         return wire.response_to(request, 200)
 
     def _on_getacl(self, session: Session, request: wire.Request, strength: str) -> wire.Response:
@@ -584,6 +868,7 @@ class PrimAdapter(Service):
             return wire.response_to(request, 400, phrase=f"Bad Request ({error.reason})")
         assert session.principal is not None
         self._class_tables[session.principal] = table
+        self._persist(pstate.SCOPE_CLASS_TABLE, pstate.principal_key(session.principal), request.body)
         self._publish_public(session.principal, session)
         return wire.response_to(request, 200)
 
@@ -652,6 +937,7 @@ class PrimAdapter(Service):
             else:
                 state.permanent = (content, classes)
                 notify = state.leased is None  # a permanent value under a lease is not shown yet
+        self._save_tuple(session.principal, tuple_id)
         if notify:
             self._publish_public(session.principal, session)
         return wire.response_to(request, 200, [("Tuple-ID", tuple_id)])
@@ -665,21 +951,29 @@ class PrimAdapter(Service):
             return wire.response_to(request, 403, phrase="Resource Not Found (no such tuple)")
         if state.lease_timer is not None and state.lease_timer.active():
             state.lease_timer.cancel()
+        self._save_tuple(session.principal, tuple_id)
         self._publish_public(session.principal, session)
         return wire.response_to(request, 200)
 
-    def _arm_lease(self, principal: tuple[str, str], tuple_id: str, state: TupleState, duration: int) -> None:
+    def _arm_lease(self, principal: tuple[str, str], tuple_id: str, state: TupleState, duration: float,
+                   *, save: bool = True) -> None:
         if state.lease_timer is not None and state.lease_timer.active():
             state.lease_timer.cancel()
-        state.lease_timer = self.reactor.callLater(max(duration, 0), self._lease_expired, principal, tuple_id)
+        duration = max(duration, 0)
+        state.lease_until = self.reactor.seconds() + duration
+        state.lease_timer = self.reactor.callLater(duration, self._lease_expired, principal, tuple_id)
+        if save:
+            self._save_tuple(principal, tuple_id)
 
     def _drop_lease(self, principal: tuple[str, str], tuple_id: str, state: TupleState) -> None:
         if state.lease_timer is not None and state.lease_timer.active():
             state.lease_timer.cancel()
         state.leased = None
         state.lease_timer = None
+        state.lease_until = None
         if state.permanent is None:
             self._tuples.get(principal, {}).pop(tuple_id, None)
+        self._save_tuple(principal, tuple_id)
 
     def _lease_expired(self, principal: tuple[str, str], tuple_id: str) -> None:
         state = self._tuples.get(principal, {}).get(tuple_id)
@@ -717,7 +1011,10 @@ class PrimAdapter(Service):
             op = Publish(presentity, Content(MEDIA_PIDF, b""), origin=self.name, instance=self.name, expires=0)
         else:
             op = Publish(presentity, Content(MEDIA_PIDF, document), origin=self.name, instance=self.name)
-        self.bus.dispatch(op)
+        d = self.bus.dispatch(op)
+        if not d.called:  # stopService (flush) waits for it before the store closes
+            self._writes.add(d)
+            d.addBoth(lambda result: (self._writes.discard(d), result)[1])
 
     # ------------------------------------------------------------------ deliver (bus -> PRIM)
 
@@ -732,7 +1029,14 @@ class PrimAdapter(Service):
                                      f"the PRIM adapter does not take {type(operation).__name__}"))
 
     def _astrength(self, op: Any) -> Optional[str]:
+        """The AStrength to relay ``op`` with (server-00 §6.1.8), ``None`` for ``none`` (the header's absence).
+
+        For a PRIM request: the weaker of its link's and its own ``AStrength``.  For an operation
+        from another network: ``astrength_by_origin[op.origin]`` (how strongly that network
+        authenticated its user, which only the operator knows), else ``none``."""
         strength = self._strengths.get(op.trans_id)
+        if strength is None and getattr(op, "origin", "") != self.name:
+            strength = self.settings.astrength_by_origin.get(getattr(op, "origin", ""))
         return strength if strength and strength != "none" else None
 
     def _send_headers(self, message: Message) -> tuple[list[tuple[str, str]], bytes]:
@@ -786,9 +1090,9 @@ class PrimAdapter(Service):
         pair = self._pair(op.watcher, op.target)
         response = yield self._peer_request(domain, "presence", method, headers, b"", op)
         if response.ok and op.duration > 0:
-            self._subscription_ids[pair] = op.subscript_id
+            self._save_subscription_id(pair, op.subscript_id, response.duration or op.duration)
         elif op.duration == 0 and self._subscription_ids.get(pair) == op.subscript_id:
-            del self._subscription_ids[pair]
+            self._save_subscription_id(pair, None)
         return response
 
     @defer.inlineCallbacks
@@ -796,12 +1100,19 @@ class PrimAdapter(Service):
         domain = op.watcher.domain_key
         terminated = op.state is SubscriptionState.TERMINATED
         if op.presence is None and not terminated:
+            absorbed = self._absorb.pop(op.subscript_id, None)
+            if absorbed is not None and not absorbed.called:
+                absorbed.callback(None)
             return success(op, "nothing to show yet (PRIM has no pending state)")
         target_principal = (op.target.user, op.target.domain_key)
         if op.presence is not None and target_principal in self._tuples:
             document = self._document_for(target_principal, op.watcher.address)
             if document is not None:
                 op = attrs.evolve(op, presence=Content(MEDIA_PIDF, document))
+        absorbed = self._absorb.pop(op.subscript_id, None)
+        if absorbed is not None and not absorbed.called:
+            absorbed.callback(op.presence)  # goes into a -01 SUBSCRIBE/FETCH 200 instead
+            return success(op)
         headers, body = mapping.notify_to_request(op, now=self.reactor.seconds(), astrength=self._astrength(op))
         if self.is_local_domain(domain):
             sessions = [s for s in self.ua_sessions((op.watcher.user, domain)) if s.protocol is not None]
@@ -924,7 +1235,9 @@ class PrimAdapter(Service):
         peer = self.settings.peers.get(domain, PeerSettings(domain))
         session = Session(self, "outbound", peer_domain=domain)
         protocol = self.make_protocol(session)
-        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.request_timeout or 30)
+        bind = (self.settings.outbound_address, 0) if self.settings.outbound_address else None
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.request_timeout or 30,
+                                    bindAddress=bind)
         yield connectProtocol(endpoint, protocol)
         try:
             material = self._load_tls()
@@ -955,6 +1268,17 @@ class PrimAdapter(Service):
             protocol.close()
             raise
         return protocol
+
+
+def wire_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address literal."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class PeerError(Exception):

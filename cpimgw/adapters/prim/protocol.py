@@ -8,7 +8,9 @@ writes back under the request's identifier.  A request with identifier ``-``
 is never answered (§4.2).  Malformed commands that are still framed get ``400``
 (``501`` unknown method, ``503`` unsupported version) and the connection goes
 on; when framing is lost the protocol answers ``400`` if it can and closes
-(§4.1).  Requests still outstanding when the connection closes fail with
+(§4.1).  At most ``max_pending`` inbound requests are worked on at once (more get
+``500``), and a connection with nothing received for ``idle_timeout`` seconds and
+nothing pending is sent a ``LOGOUT`` and closed.  Requests still outstanding when the connection closes fail with
 :class:`PrimConnectionLost` ("unprocessed, safe to retry", §4.1).
 """
 
@@ -71,6 +73,7 @@ class PrimProtocol(Protocol):
         max_headers: int = wire.MAX_HEADERS,
         max_body: int = wire.MAX_BODY,
         max_pending: int = 256,
+        idle_timeout: float = 0,
     ) -> None:
         self.handler = handler
         self.clock = clock
@@ -88,6 +91,9 @@ class PrimProtocol(Protocol):
         #: inbound requests whose answer is still being worked out (a bound against floods).
         self.max_pending = max_pending
         self.inbound_pending = 0
+        #: seconds without a received byte after which an idle connection is closed (0: never).
+        self.idle_timeout = idle_timeout
+        self._idle_timer: Any = None
 
     # -- Twisted
 
@@ -99,12 +105,34 @@ class PrimProtocol(Protocol):
                 transport.setTcpNoDelay(True)
             except OSError:
                 pass
+        self._arm_idle()
         if self.handler is not None:
             self.handler.connection_made(self)
+
+    def _arm_idle(self) -> None:
+        if not self.idle_timeout or self.closed:
+            return
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.reset(self.idle_timeout)
+        else:
+            self._idle_timer = self.clock.callLater(self.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        if self.closed:
+            return
+        if self._pending or self.inbound_pending:
+            self._arm_idle()  # work under way on this connection: not idle
+            return
+        log.info("PRIM connection idle for {seconds} s, closing", seconds=self.idle_timeout, peer=self._peer())
+        self.counters["idle_closed"] = self.counters.get("idle_closed", 0) + 1
+        self._write(wire.Request("LOGOUT", "-", (), b"", self.version))
+        self.close()
 
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
             return
+        self._arm_idle()
         try:
             items = self.parser.feed(data)
         except (PrimError, PrimLimitError) as error:
@@ -128,6 +156,9 @@ class PrimProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closed = True
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
         pending, self._pending = self._pending, {}
         for request_id, (deferred, timer) in pending.items():
             if timer is not None and timer.active():

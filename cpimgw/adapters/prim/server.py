@@ -17,6 +17,18 @@ Its *role* is fixed by how the connection came to be:
 ``outbound`` a connection we opened to a peer server; it may carry the peer's
             requests for its own domain the other way (§4.2, -01 §13.2).
 
+Peer domains proven during the connection (server-00 §4.1, §9.1, §7.3.5): on a
+``server`` connection, the first request on behalf of a domain the peer has
+not proven (no certificate, no LOGIN for it) makes us check the peer's
+address against that domain's servers (``verify_peers``): the domain is
+resolved as for sending to it (peers table, SRV, A); if the peer's address
+is among the results (``verify_by_address``) the domain is accepted, else
+we ask one of those servers, on a fresh connection without LOGIN,
+``VERIFYSERVER`` with ``Server-Address:`` the peer's address: ``200``
+accepts the domain for the rest of the connection, ``403`` (or no answer)
+refuses the request with ``402``.  Such a domain's strength is ``weak``
+(``medium`` over TLS).  See :meth:`PrimAdapter.verify_peer_domain`.
+
 AStrength (server-00 §6.1.8): the link strength is ``strong`` for a
 certificate-verified peer, ``medium`` for SASL over TLS, ``weak`` for SASL
 without TLS, ``none`` otherwise; a request's strength is the weaker of the
@@ -78,11 +90,16 @@ def certificate_names(x509: Any) -> tuple[str, ...]:
 class Session:
     """The handler of one PRIM connection (see the module docstring)."""
 
-    def __init__(self, gateway: "PrimAdapter", role: str, *, peer_domain: Optional[str] = None) -> None:
+    def __init__(self, gateway: "PrimAdapter", role: str, *, peer_domain: Optional[str] = None,
+                 peer_host: Optional[str] = None) -> None:
         self.gateway = gateway
         self.role = role
         self.protocol: Optional["PrimProtocol"] = None
+        self.peer_host = peer_host  # the peer's IP address (per-IP cap, VERIFYSERVER)
         self.domains: set[str] = set()  # proven peer domains (server / outbound)
+        #: strength of the proof of each domain proven by DNS / VERIFYSERVER (others: the link's).
+        self.domain_strength: dict[str, str] = {}
+        self._verifying: dict[str, defer.Deferred] = {}
         self.principal: Optional[tuple[str, str]] = None  # (user, domain) of a UA
         self.ua_id: Optional[str] = None
         self.link_strength = "none"
@@ -100,6 +117,11 @@ class Session:
 
     def connection_made(self, protocol: "PrimProtocol") -> None:
         self.protocol = protocol
+        if self.peer_host is None:
+            try:
+                self.peer_host = protocol.transport.getPeer().host
+            except Exception:  # noqa: BLE001 - a transport without an address
+                self.peer_host = None
         timeout = self.gateway.settings.login_timeout
         if self.role != "outbound" and timeout:
             self.login_timer = self.gateway.reactor.callLater(timeout, self._login_timed_out)
@@ -148,10 +170,20 @@ class Session:
                 self.domains.update(names)
                 self.link_strength = "strong"
                 self._authenticated_now()
+        if self.role == "server" and self.gateway.settings.verify_peers:
+            claimed = self._unproven_domain(request)
+            if claimed is not None:
+                return self._verify_then_handle(protocol, request, claimed)
         if not self.authenticated:
             return wire.response_to(request, 401)
         try:
-            strength = weakest(self.link_strength, request.header("AStrength") or self.link_strength)
+            link = self.link_strength
+            if self.role == "server" and self.domain_strength:
+                try:
+                    link = self.domain_strength.get(self._address_domain(request.header("From"), "From")[1], link)
+                except PrimError:
+                    pass
+            strength = weakest(link, request.header("AStrength") or link)
             if STRENGTHS.index(strength) < STRENGTHS.index(self.gateway.settings.min_astrength):
                 return wire.response_to(request, 410)
             if self.role == "client":
@@ -166,6 +198,45 @@ class Session:
             return wire.response_to(request, error.code, phrase=wire.REASON_PHRASES.get(error.code, "") + f" ({error.reason})")
 
     # -- authorisation
+
+    def _unproven_domain(self, request: Request) -> Optional[str]:
+        """The ``From`` domain of a peer's request when it still has to be verified, else ``None``."""
+        try:
+            _, domain = self._address_domain(request.header("From"), "From")
+        except PrimError:
+            return None  # the normal path answers the malformed request
+        if domain in self.domains or self.gateway.serves(domain):
+            return None  # proven already, or ours (local or another network on our bus): never a peer's
+        return domain
+
+    def _verify_then_handle(self, protocol: "PrimProtocol", request: Request, domain: str) -> defer.Deferred:
+        """Verify that the peer serves ``domain`` (server-00 §9.1), then handle ``request`` (or 402)."""
+        pending = self._verifying.get(domain)
+        if pending is None:
+            pending = self._verifying[domain] = self.gateway.verify_peer_domain(
+                domain, self.peer_host, tls=bool(self.protocol is not None and self.protocol.tls))
+
+            def settled(strength: Optional[str]) -> Optional[str]:
+                self._verifying.pop(domain, None)
+                if strength is not None:
+                    self.domains.add(domain)
+                    self.domain_strength[domain] = strength
+                    self._authenticated_now()
+                return strength
+
+            pending.addCallback(settled)
+        waiter: defer.Deferred = defer.Deferred()
+        pending.addBoth(lambda result: (waiter.callback(result), result)[1])
+
+        def proceed(strength: Optional[str]) -> Any:
+            if strength is None:
+                self.gateway.counters["spoofing_refused"] += 1
+                log.warn("PRIM peer at {host} could not be verified as a server of {domain}: {method} refused",
+                         host=self.peer_host, domain=domain, method=request.method)
+                return wire.response_to(request, 402, phrase=f"Forbidden (not verified as a server of {domain})")
+            return self.request_received(protocol, request)
+
+        return waiter.addCallback(proceed)
 
     def _tls_names(self) -> tuple[str, ...]:
         """The domains the peer's certificate proves: only when we verified it against ``tls_ca``."""

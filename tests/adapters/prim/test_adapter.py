@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -51,7 +52,9 @@ class Connection:
         self.protocol.dataReceived(wire.Response(request.request_id, code).to_bytes())
 
 
-class AdapterTests(BusFixture, TestCase):
+class PrimFixture(BusFixture):
+    """A bus with the PRIM adapter (prim.example, users alice and bob, peer.example) and alpha/beta."""
+
     def setUp(self):  # type: ignore[no-untyped-def]
         result = super().setUp()
         self.settings = PrimSettings.from_mapping({
@@ -85,6 +88,7 @@ class AdapterTests(BusFixture, TestCase):
         self.assertTrue(done.header("User-Agent-ID"))
         return conn
 
+class AdapterTests(PrimFixture, TestCase):
     def test_interfaces(self) -> None:
         verifyObject(IAdapter, self.adapter)
         self.assertTrue(IMessaging.providedBy(self.adapter) and IPresence.providedBy(self.adapter))
@@ -370,3 +374,140 @@ class SettingsTests(TestCase):
                          ({"peers": {"p.example": {"hots": "x"}}}, "peers.p.example")):
             error = self.assertRaises(ConfigError, PrimSettings.from_mapping, bad)
             self.assertEqual(error.key, f"adapters.prim.{key}")
+
+
+class SecondPassTests(PrimFixture, TestCase):
+    """Settings and behaviour added in the second pass (limits, AStrength from other networks, -01 FETCH)."""
+
+    def test_max_pending_is_a_setting(self) -> None:
+        self.adapter.settings = PrimSettings.from_mapping({**_plain(self.settings), "max_pending": 2})
+        self.beta.reply = lambda op: Deferred()  # beta never answers: the SENDs stay pending
+        conn = self.login("bob")
+        self.assertEqual(conn.protocol.max_pending, 2)
+        for n in range(3):
+            conn.send("SEND", [("From", "im:bob@prim.example"), ("To", f"im:r{n}@beta.example"),
+                               ("Content-Type", "text/plain")], b"x")
+        settle(self.bus)
+        (refused,) = conn.read()
+        self.assertEqual((refused.request_id, refused.code), ("5", 500))  # the third SEND (after LOGIN 1, 2)
+        self.assertIn("more than 2 requests pending", refused.reason)
+
+    def test_connections_per_ip_capped(self) -> None:
+        from twisted.internet.address import IPv4Address
+
+        from cpimgw.adapters.prim.adapter import _SessionFactory
+
+        self.adapter.settings = PrimSettings.from_mapping({**_plain(self.settings), "max_connections_per_ip": 2})
+        factory = _SessionFactory(self.adapter, "client")
+        built = []
+        for port in range(3):
+            protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 4000 + port))
+            if protocol is not None:
+                protocol.makeConnection(StringTransport())
+                self.addCleanup(protocol.connectionLost, Failure(ConnectionDone()))
+            built.append(protocol)
+        self.assertIsNone(built[2])
+        self.assertEqual(self.adapter.counters["connections_refused"], 1)
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.2", 4000)))  # another address
+        built[0].connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 4009)))  # a place is free again
+
+    def test_idle_connection_closed(self) -> None:
+        self.adapter.settings = PrimSettings.from_mapping({**_plain(self.settings), "idle_timeout": 100})
+        conn = self.login()
+        self.reactor.advance(99)
+        conn.send("PING", request_id="-")  # anything received keeps it open
+        self.reactor.advance(99)
+        self.assertFalse(conn.transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(conn.transport.disconnecting)
+        (logout,) = conn.read()
+        self.assertEqual((logout.method, logout.request_id), ("LOGOUT", "-"))
+
+    def test_idle_timer_waits_for_pending_work(self) -> None:
+        self.adapter.settings = PrimSettings.from_mapping({**_plain(self.settings), "idle_timeout": 100})
+        pending: Deferred = Deferred()
+        self.beta.reply = lambda op: pending
+        conn = self.login()
+        conn.send("SEND", [("From", "im:alice@prim.example"), ("To", "im:r@beta.example"),
+                           ("Content-Type", "text/plain")], b"x")
+        settle(self.bus)
+        self.reactor.advance(150)
+        self.assertFalse(conn.transport.disconnecting)  # an answer is still being worked out
+        pending.callback(failure(self.beta.delivered[0], Condition.UNAVAILABLE, "offline"))
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [408])
+        self.reactor.advance(100)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_settings_errors(self) -> None:
+        for bad, key in (({"max_pending": 0}, "max_pending"), ({"idle_timeout": -1}, "idle_timeout"),
+                         ({"max_connections_per_ip": True}, "max_connections_per_ip"),
+                         ({"astrength_by_origin": {"xmpp": "great"}}, "astrength_by_origin"),
+                         ({"server_addresses": "10.0.0.1"}, "server_addresses")):
+            error = self.assertRaises(ConfigError, PrimSettings.from_mapping, bad)
+            self.assertEqual(error.key, f"adapters.prim.{key}")
+
+    def test_astrength_of_operations_from_other_networks(self) -> None:
+        self.adapter.settings = PrimSettings.from_mapping({
+            **_plain(self.settings), "astrength_by_origin": {"alpha": "medium", "beta": "none"}})
+        headers = {}
+        for origin in ("alpha", "beta", "gamma"):
+            message = Message(im_uri("romeo", f"{origin}.example"), im_uri("joe", "peer.example"),
+                              Content("text/plain", b"hi"), origin=origin)
+            headers[origin] = dict(self.adapter._send_headers(message)[0]).get("AStrength")
+        # "none" is the header's absence (server-00 §6.1.8)
+        self.assertEqual(headers, {"alpha": "medium", "beta": None, "gamma": None})
+        # a PRIM request keeps the strength of its own path, whatever the table says
+        message = Message(im_uri("alice", "prim.example"), im_uri("joe", "peer.example"),
+                          Content("text/plain", b"hi"), origin="prim")
+        self.adapter._strengths[message.trans_id] = "weak"
+        self.assertEqual(dict(self.adapter._send_headers(message)[0])["AStrength"], "weak")
+
+    def legacy_login(self) -> Connection:
+        conn = self.connect("client")
+        frm = [("From", "pres:alice@prim.example")]
+        conn.protocol.dataReceived(Request("LOGIN", "1", tuple(frm + [("Auth-State", "init"), ("SASL-Mech", "CRAM-MD5")]),
+                                           b"", "PP/1.0").to_bytes())
+        (challenge,) = conn.read()
+        body = sasl.cram_md5_response("alice@prim.example", "wonder", challenge.body)
+        conn.protocol.dataReceived(Request("LOGIN", "2", tuple(frm + [("Auth-State", "continue"), ("SASL-Mech", "CRAM-MD5"),
+                                                                    ("Content-Type", "text/plain")]), body, "PP/1.0").to_bytes())
+        (done,) = conn.read()
+        self.assertEqual((done.code, done.version), (200, "PP/1.0"))
+        return conn
+
+    def test_legacy_fetch_answers_with_the_presence(self) -> None:
+        pidf = simple_pidf("pres:romeo@alpha.example", "open")
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", pidf)))
+        conn = self.legacy_login()
+        conn.protocol.dataReceived(Request("FETCH", "3", (("From", "pres:alice@prim.example"),
+                                                          ("To", "pres:romeo@alpha.example")), b"", "PP/1.0").to_bytes())
+        settle(self.bus)
+        (answer,) = conn.read()  # -01 §11.1.3: 200 with the presence, and no NOTIFY after it
+        self.assertEqual((answer.request_id, answer.code, answer.header("Content-Type"), answer.body),
+                         ("3", 200, "application/pidf+xml", pidf))
+        self.assertEqual(self.adapter._absorb, {})
+
+    def test_legacy_subscribe_answers_with_the_presence_then_notifies(self) -> None:
+        pidf = simple_pidf("pres:romeo@alpha.example", "open")
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", pidf)))
+        conn = self.legacy_login()
+        conn.protocol.dataReceived(Request("SUBSCRIBE", "3", (
+            ("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example"), ("Duration", "600"),
+            ("Subscription-ID", "s9")), b"", "PP/1.0").to_bytes())
+        settle(self.bus)
+        (answer,) = conn.read()
+        self.assertEqual((answer.code, answer.body, answer.header("Subscription-ID")), (200, pidf, "s9"))
+        closed = simple_pidf("pres:romeo@alpha.example", "closed")
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", closed)))
+        settle(self.bus)
+        (notify,) = conn.read()
+        self.assertEqual((notify.method, notify.body, notify.version), ("NOTIFY", closed, "PP/1.0"))
+
+    def test_server_00_fetch_still_notifies(self) -> None:
+        conn = self.login()
+        conn.send("FETCH", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example")])
+        settle(self.bus)
+        (answer,) = [r for r in conn.read() if isinstance(r, wire.Response)]
+        self.assertEqual((answer.code, answer.body), (200, b""))
