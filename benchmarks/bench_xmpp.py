@@ -95,8 +95,8 @@ def main(count: int):
 
     other = RecordingAdapter("other", ["other.example"], reply=reply)
     attach(bus, other)
-    settings = XMPPSettings.from_mapping({"domain": "gw.bench", "xmpp_domains": ["users.bench"], "port": port,
-                                          "bounce_wait": 0.0})
+    settings = XMPPSettings.from_mapping({"mode": "component", "domain": "gw.bench", "xmpp_domains": ["users.bench"],
+                                          "port": port, "bounce_wait": 0.0})
     adapter = XMPPAdapter("xmpp", bus, settings)
     bus.register(adapter)
     adapter.startService()

@@ -49,7 +49,7 @@ class ProsodyComponentTests(unittest.TestCase):
         attach(self.bus, self.other)
         self.other.startService()
         settings = XMPPSettings.from_mapping({
-            "domain": GW, "xmpp_domains": ["test.localhost"], "port": self.server.component_port,
+            "mode": "component", "domain": GW, "xmpp_domains": ["test.localhost"], "port": self.server.component_port,
             "secret": "s3cret", "initial_delay": 0.2, "max_delay": 1.0, "bounce_wait": 0.5,
         })
         self.adapter = XMPPAdapter("xmpp", self.bus, settings)

@@ -14,16 +14,22 @@ from cpimgw.interfaces import IAdapterFactory, INativeCodec
 
 @implementer(IAdapterFactory, IPlugin)
 class XMPPAdapterFactory:
-    """Builds the XMPP adapter (XEP-0114 component of an XMPP server)."""
+    """Builds the XMPP adapter (an XMPP server-to-server peer, or an XEP-0114 component of an XMPP server)."""
 
     name = "xmpp"
-    description = "XMPP (RFC 6120/6121) as an XEP-0114 external component, mapped per RFC 3922/7247/7248/7572"
+    description = ("XMPP (RFC 6120/6121) as a server-to-server peer (dialback, STARTTLS) or an XEP-0114 "
+                   "external component, mapped per RFC 3922/7247/7248/7572")
     srv_labels = ("_xmpp",)
 
     def defaults(self):
         from cpimgw.adapters.xmpp.adapter import DEFAULTS
 
-        return {key: (list(value) if isinstance(value, (list, tuple)) else value) for key, value in DEFAULTS.items()}
+        def copy(value):
+            if isinstance(value, (list, tuple)):
+                return list(value)
+            return dict(value) if isinstance(value, dict) else value
+
+        return {key: copy(value) for key, value in DEFAULTS.items()}
 
     def build(self, settings, bus):
         from cpimgw.adapters.xmpp.adapter import XMPPAdapter, XMPPSettings

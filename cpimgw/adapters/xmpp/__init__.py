@@ -8,6 +8,9 @@ Modules (design.md §2):
 - :mod:`.mapping` — pure stanza <-> CPIM operation mapping (RFC 3922 §4-6,
   RFC 7248, RFC 7572);
 - :mod:`.component` — XEP-0114 external component connection with backoff;
+- :mod:`.s2s` — server-to-server streams: STARTTLS, XEP-0220 dialback
+  (XEP-0185 keys), SRV/static peers (RFC 6120 §3.2, §4-5);
+- :mod:`.tls` — certificates for s2s (self-signed generation, trust roots);
 - :mod:`.adapter` — the ``IAdapter`` service tying it to the bus;
 - :mod:`.codec` — the single-stanza codec for ``cpimgw parse``/``translate``.
 """

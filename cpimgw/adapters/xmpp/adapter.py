@@ -1,8 +1,12 @@
 """The XMPP adapter: XMPP stanzas <-> CPIM operations on the bus (RFC 3922, RFC 7247/7248/7572).
 
 :class:`XMPPAdapter` is a Twisted service providing ``IAdapter``,
-``IMessaging`` and ``IPresence``.  It attaches to the XMPP world as an
-external component (XEP-0114, :mod:`.component`) and uses the pure
+``IMessaging`` and ``IPresence``.  It attaches to the XMPP world in one of
+two modes that differ only in the stream attachment (:func:`make_connection`):
+as the XMPP server of its own domain over server-to-server streams with
+STARTTLS and dialback (``mode = "s2s"``, the embedded default, :mod:`.s2s`),
+or as an external component of an XMPP server (XEP-0114, ``mode =
+"component"``, :mod:`.component`).  Either way it uses the pure
 :mod:`.mapping` both ways.  Addressing (:mod:`.addresses`): users of other
 networks are JIDs under the gateway domain, the foreign address XEP-0106
 escaped in the localpart (``bob\\40sip.example@gw.xmpp.example``); the XMPP
@@ -13,8 +17,9 @@ dispatched on the bus; a failure ``Response`` is answered with the RFC 7247
 §7 stanza error, a success with a local XEP-0184 receipt when one was asked
 for.  ``deliver(Message)`` sends the stanza and answers ``indeterminant``
 (XMPP gives no delivery result) unless an error bounce arrives within
-``bounce_wait`` seconds; with the server away it answers ``failure``
-(``service-unavailable``) at once: nothing is queued silently.
+``bounce_wait`` seconds (in s2s mode a stream that cannot be set up bounces
+``remote-server-not-found``); with the component's server away it answers
+``failure`` (``service-unavailable``) at once: nothing is queued silently.
 
 Presence (RFC 3922 §5-6, RFC 7248 §3-6):
 
@@ -98,24 +103,61 @@ FEATURES = (
 )
 
 #: The embedded default settings (also the ``[adapters.xmpp]`` table of conf/cpimgw.toml).
+#: The embedded default is the s2s mode listening on 127.0.0.1:25269 (not
+#: 5269, so it never clashes with a real XMPP server on the same machine),
+#: with a self-signed certificate generated into ``data_dir`` on first start.
 DEFAULTS: dict[str, Any] = {
-    "mode": "component",
+    "mode": "s2s",
     "domain": "gw.localhost",
     "xmpp_domains": ["localhost"],
     "host": "127.0.0.1",
     "port": 5347,
     "secret": "s3cret",
-    "max_stanza_size": 65536,
-    "max_rate": 0,
     "initial_delay": 1.0,
     "max_delay": 60.0,
+    "s2s_interface": "127.0.0.1",
+    "s2s_port": 25269,
+    "peers": {},
+    "require_tls": True,
+    "tls_certificate": "",
+    "tls_key": "",
+    "tls_ca": "",
+    "dialback_secret": "",
+    "s2s_timeout": 30.0,
+    "data_dir": ".",
+    "max_stanza_size": 65536,
+    "max_rate": 0,
     "message_type": "normal",
     "carry_cpim": True,
     "subscription_duration": 86400,
     "subscribe_wait": 30.0,
     "bounce_wait": 1.0,
 }
-MODES = ("component",)
+MODES = ("component", "s2s")
+
+
+def parse_peer_address(text: str, key: str = "adapters.xmpp.peers") -> tuple[str, int]:
+    """``"host:port"`` (``"[v6]:port"``; a bare host means port 5269) -> ``(host, port)``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"must be 'host:port', not {text!r}", key=key)
+    text = text.strip()
+    host, port = text, "5269"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"unclosed '[' in {text!r}", key=key)
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(f"must be '[address]:port', not {text!r}", key=key)
+            port = rest[1:]
+    elif text.count(":") > 1:
+        raise ConfigError(f"write an IPv6 address as '[address]:port', not {text!r}", key=key)
+    elif ":" in text:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"must be 'host:port' with a port 1-65535, not {text!r}", key=key)
+    return host, int(port)
 
 
 @attrs.frozen
@@ -132,6 +174,16 @@ class XMPPSettings:
     max_rate: int
     initial_delay: float
     max_delay: float
+    s2s_interface: str
+    s2s_port: int
+    peers: tuple[tuple[str, tuple[str, int]], ...]
+    require_tls: bool
+    tls_certificate: str
+    tls_key: str
+    tls_ca: str
+    dialback_secret: str
+    s2s_timeout: float
+    data_dir: str
     message_type: str
     carry_cpim: bool
     subscription_duration: int
@@ -155,6 +207,15 @@ class XMPPSettings:
                 raise ConfigError(f"must be {what or kind.__name__}, not {value!r}", key=f"adapters.xmpp.{key}")
             return value
 
+        peers = merged["peers"]
+        if not isinstance(peers, Mapping) or not all(isinstance(d, str) and d for d in peers):
+            raise ConfigError("must be a table of domain = 'host:port'", key="adapters.xmpp.peers")
+        peer_table = tuple(sorted(
+            (domain.lower(), parse_peer_address(address, f"adapters.xmpp.peers.{domain}"))
+            for domain, address in peers.items()
+        ))
+        if bool(merged["tls_certificate"]) != bool(merged["tls_key"]):
+            raise ConfigError("set both tls_certificate and tls_key, or neither", key="adapters.xmpp.tls_key")
         domains = merged["xmpp_domains"]
         if isinstance(domains, str) or not all(isinstance(d, str) and d for d in domains):
             raise ConfigError("must be a list of domain names", key="adapters.xmpp.xmpp_domains")
@@ -169,6 +230,16 @@ class XMPPSettings:
             max_rate=need("max_rate", int, lambda v: v >= 0, "octets per second (0: unlimited)"),
             initial_delay=need("initial_delay", float, lambda v: v > 0, "seconds > 0"),
             max_delay=need("max_delay", float, lambda v: v > 0, "seconds > 0"),
+            s2s_interface=need("s2s_interface", str, bool, "an address to listen on"),
+            s2s_port=need("s2s_port", int, lambda v: 0 <= v < 65536, "a port number (0: any free port)"),
+            peers=peer_table,
+            require_tls=need("require_tls", bool),
+            tls_certificate=need("tls_certificate", str),
+            tls_key=need("tls_key", str),
+            tls_ca=need("tls_ca", str),
+            dialback_secret=need("dialback_secret", str),
+            s2s_timeout=need("s2s_timeout", float, lambda v: v > 0, "seconds > 0"),
+            data_dir=need("data_dir", str, bool, "a directory"),
             message_type=need("message_type", str, lambda v: v in ("normal", "chat", "headline"), "normal, chat or headline"),
             carry_cpim=need("carry_cpim", bool),
             subscription_duration=need("subscription_duration", int, lambda v: 60 <= v <= 2**31 - 1, "60 or more seconds"),
@@ -188,6 +259,37 @@ class _Handler(XMPPHandler):
         self.xmlstream.addObserver("/message", self.adapter.on_message)
         self.xmlstream.addObserver("/presence", self.adapter.on_presence)
         self.xmlstream.addObserver("/iq", self.adapter.on_iq)
+
+
+def tls_source(settings: XMPPSettings) -> Any:
+    """A callable giving the s2s TLS material: the configured files, else a self-signed pair in ``data_dir``."""
+
+    def load() -> Any:
+        from cpimgw.adapters.xmpp.tls import ensure_self_signed, load_tls
+
+        certificate, key = settings.tls_certificate, settings.tls_key
+        if not certificate:
+            certificate, key, _ = ensure_self_signed(settings.data_dir, settings.domain)
+        return load_tls(certificate, key, settings.tls_ca)
+
+    return load
+
+
+def make_connection(reactor: Any, settings: XMPPSettings, stats: StreamStats) -> Any:
+    """The stream attachment of ``settings.mode``: a component connection or the s2s service."""
+    limits = StreamLimits(max_stanza_size=settings.max_stanza_size, max_rate=settings.max_rate)
+    if settings.mode == "s2s":
+        from cpimgw.adapters.xmpp.s2s import S2SConnection
+
+        return S2SConnection(
+            reactor, settings.domain, interface=settings.s2s_interface, port=settings.s2s_port,
+            tls=tls_source(settings), require_tls=settings.require_tls, peers=dict(settings.peers),
+            secret=settings.dialback_secret, timeout=settings.s2s_timeout, limits=limits, stats=stats,
+        )
+    return ComponentConnection(
+        reactor, settings.host, settings.port, settings.domain, settings.secret,
+        limits=limits, stats=stats, initial_delay=settings.initial_delay, max_delay=settings.max_delay,
+    )
 
 
 def _key(uri: CPIMURI) -> tuple[str, str]:
@@ -211,13 +313,7 @@ class XMPPAdapter(MultiService):
         self.counters: dict[str, int] = {}
         self.timestamps = TimestampSource()
         if connection is None:
-            connection = ComponentConnection(
-                self.reactor, settings.host, settings.port, settings.domain, settings.secret,
-                limits=StreamLimits(max_stanza_size=settings.max_stanza_size, max_rate=settings.max_rate),
-                stats=self.stats,
-                initial_delay=settings.initial_delay,
-                max_delay=settings.max_delay,
-            )
+            connection = make_connection(self.reactor, settings, self.stats)
         self.connection = connection
         self.namespace = getattr(connection, "namespace", mapping.NS_COMPONENT)
         _Handler(self).setHandlerParent(connection)
@@ -240,6 +336,11 @@ class XMPPAdapter(MultiService):
     @property
     def connected(self) -> bool:
         return bool(self.connection.connected)
+
+    @property
+    def listening_addresses(self) -> list[Any]:
+        """The s2s listener's address (none in component mode), for the service log."""
+        return list(getattr(self.connection, "listening_addresses", ()) or ())
 
     def send(self, stanza: domish.Element) -> None:
         """Send a stanza now; raise :class:`NotConnected` when the server is away."""
@@ -341,6 +442,8 @@ class XMPPAdapter(MultiService):
 
     def _deliver_message(self, operation: Message) -> Deferred[Response]:
         if not self.connected:
+            if self.settings.mode == "s2s":
+                raise NotConnected("the XMPP s2s service is not running")
             raise NotConnected(f"the XMPP server {self.settings.host}:{self.settings.port} is not connected")
         try:
             stanza = mapping.cpim_to_message(

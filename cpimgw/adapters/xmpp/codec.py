@@ -123,7 +123,10 @@ class XMPPCodec:
             from_xmpp = operation.content.media_type == "message/cpim" and mapping.NS_XMPP.encode() in operation.content.body
             domain = operation.source.domain_key if from_xmpp else operation.destination.domain_key
             addresses = AddressMap(self.gateway_domain, (domain,))
-            return mapping.cpim_to_message(operation, addresses, carry_cpim=False).toXml().encode("utf-8")
+            # As the adapter does by default (carry_cpim): a message from another network also
+            # carries its Message/CPIM octets unmodified, so nothing XMPP cannot express is lost.
+            return mapping.cpim_to_message(
+                operation, addresses, carry_cpim=operation.origin != "xmpp").toXml().encode("utf-8")
         if isinstance(operation, Subscribe):
             addresses = AddressMap(self.gateway_domain, (operation.target.domain_key,))
             kind = "subscribe" if operation.duration else "unsubscribe"

@@ -40,7 +40,8 @@ class AdapterHarness:
         attach(self.bus, self.sip)
         self.sip.startService()
         settings = XMPPSettings.from_mapping(
-            {"domain": "gw.xmpp.example", "xmpp_domains": ["xmpp.example"], "port": 5347, "bounce_wait": 1.0}
+            {"mode": "component", "domain": "gw.xmpp.example", "xmpp_domains": ["xmpp.example"], "port": 5347,
+             "bounce_wait": 1.0}
         )
         self.adapter = XMPPAdapter("xmpp", self.bus, settings)
         self.bus.register(self.adapter)
@@ -75,16 +76,35 @@ class AdapterHarness:
 class SettingsTests(unittest.TestCase):
     def test_defaults_valid(self):
         settings = XMPPSettings.from_mapping({})
-        self.assertEqual(settings.mode, "component")
+        self.assertEqual(settings.mode, "s2s")
+        self.assertEqual((settings.s2s_interface, settings.s2s_port), ("127.0.0.1", 25269))
+        self.assertTrue(settings.require_tls)
+        self.assertEqual(settings.peers, ())
         self.assertEqual(settings.max_stanza_size, 65536)
         self.assertEqual(settings.xmpp_domains, ("localhost",))
 
     def test_bad_settings_named(self):
         for key, value in [("port", 0), ("max_stanza_size", 5), ("mode", "p2p"), ("xmpp_domains", "x"),
-                           ("carry_cpim", "yes"), ("nonsense", 1)]:
+                           ("carry_cpim", "yes"), ("nonsense", 1), ("s2s_port", 70000), ("require_tls", 1),
+                           ("peers", ["x"]), ("s2s_timeout", 0)]:
             with self.assertRaises(ConfigError) as caught:
                 XMPPSettings.from_mapping({key: value})
             self.assertIn(f"adapters.xmpp.{key}", str(caught.exception))
+
+    def test_peers_table(self):
+        settings = XMPPSettings.from_mapping({"peers": {"Xmpp.Example": "127.0.0.1:25270", "v6.example": "[::1]:5270",
+                                                        "bare.example": "xmpp.bare.example"}})
+        self.assertEqual(settings.peers, (("bare.example", ("xmpp.bare.example", 5269)),
+                                          ("v6.example", ("::1", 5270)), ("xmpp.example", ("127.0.0.1", 25270))))
+        for bad in ("", "host:0", "host:x", "[::1", "[::1]5", "a:b:c"):
+            with self.assertRaises(ConfigError) as caught:
+                XMPPSettings.from_mapping({"peers": {"p.example": bad}})
+            self.assertIn("adapters.xmpp.peers.p.example", str(caught.exception))
+
+    def test_certificate_needs_key(self):
+        with self.assertRaises(ConfigError) as caught:
+            XMPPSettings.from_mapping({"tls_certificate": "gw.pem"})
+        self.assertIn("adapters.xmpp.tls_key", str(caught.exception))
 
     def test_plugin_defaults_equal(self):
         import importlib
