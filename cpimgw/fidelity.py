@@ -401,7 +401,7 @@ def xmpp_fields(data: bytes, codec: Any) -> Fields:
                 (child.get("attributes", {}).get("by"), child.get("attributes", {}).get("id")))
         elif namespace == "http://jabber.org/protocol/xhtml-im" and name == "html":
             _put(values, "xhtml-im", _x_canonical(child))
-        elif namespace == NS_X_GATEWAY and name == "cpim":
+        elif namespace == NS_X_GATEWAY and name in ("cpim", "pidf"):
             continue  # excluded: see XMPP_PROFILE.excluded
         else:
             others.append(_x_canonical(child))
@@ -432,6 +432,8 @@ XMPP_PROFILE = Profile(
         "<priority>0</priority>": "0 is the default priority (RFC 6121 §4.7.2.3)",
         "<cpim xmlns='urn:x-cpimgw:xmpp'/>": "the gateway's own carriage of the Message/CPIM object, read back by "
                                              "the gateway; not user content",
+        "<pidf xmlns='urn:x-cpimgw:xmpp'/>": "the gateway's own carriage of the PIDF document and its notify/publish "
+                                             "operation, read back by the gateway; not user content",
     },
     generated={
         "id": "a message without an id gets one on the way back (the TransID): RFC 6120 §8.1.3 "

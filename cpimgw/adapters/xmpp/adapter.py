@@ -67,7 +67,7 @@ from zope.interface import implementer
 
 import cpimgw
 from cpimgw.adapters.xmpp import mapping
-from cpimgw.adapters.xmpp.addresses import AddressMap
+from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
 from cpimgw.adapters.xmpp.component import ComponentConnection, NotConnected
 from cpimgw.adapters.xmpp.errors import condition_for_stanza_error, sip_status_for_stanza_error, stanza_error_for_condition
 from cpimgw.adapters.xmpp.hardening import StreamLimits, StreamStats
@@ -124,6 +124,10 @@ DEFAULTS: dict[str, Any] = {
     "tls_ca": "",
     "dialback_secret": "",
     "s2s_timeout": 30.0,
+    "s2s_idle_timeout": 600.0,
+    "max_queue": 1000,
+    "max_incoming": 1000,
+    "max_domains": 16,
     "data_dir": ".",
     "max_stanza_size": 65536,
     "max_rate": 0,
@@ -134,6 +138,7 @@ DEFAULTS: dict[str, Any] = {
     "bounce_wait": 1.0,
 }
 MODES = ("component", "s2s")
+SENT = "sent; XMPP gives no delivery result"
 
 
 def parse_peer_address(text: str, key: str = "adapters.xmpp.peers") -> tuple[str, int]:
@@ -183,6 +188,10 @@ class XMPPSettings:
     tls_ca: str
     dialback_secret: str
     s2s_timeout: float
+    s2s_idle_timeout: float
+    max_queue: int
+    max_incoming: int
+    max_domains: int
     data_dir: str
     message_type: str
     carry_cpim: bool
@@ -239,6 +248,10 @@ class XMPPSettings:
             tls_ca=need("tls_ca", str),
             dialback_secret=need("dialback_secret", str),
             s2s_timeout=need("s2s_timeout", float, lambda v: v > 0, "seconds > 0"),
+            s2s_idle_timeout=need("s2s_idle_timeout", float, lambda v: v >= 0, "seconds >= 0 (0: never)"),
+            max_queue=need("max_queue", int, lambda v: 1 <= v <= 1_000_000, "1 to 1000000 stanzas"),
+            max_incoming=need("max_incoming", int, lambda v: 1 <= v <= 1_000_000, "1 to 1000000 streams"),
+            max_domains=need("max_domains", int, lambda v: 1 <= v <= 10_000, "1 to 10000 domains"),
             data_dir=need("data_dir", str, bool, "a directory"),
             message_type=need("message_type", str, lambda v: v in ("normal", "chat", "headline"), "normal, chat or headline"),
             carry_cpim=need("carry_cpim", bool),
@@ -285,6 +298,8 @@ def make_connection(reactor: Any, settings: XMPPSettings, stats: StreamStats) ->
             reactor, settings.domain, interface=settings.s2s_interface, port=settings.s2s_port,
             tls=tls_source(settings), require_tls=settings.require_tls, peers=dict(settings.peers),
             secret=settings.dialback_secret, timeout=settings.s2s_timeout, limits=limits, stats=stats,
+            idle_timeout=settings.s2s_idle_timeout, max_queue=settings.max_queue,
+            max_incoming=settings.max_incoming, max_domains=settings.max_domains,
         )
     return ComponentConnection(
         reactor, settings.host, settings.port, settings.domain, settings.secret,
@@ -324,8 +339,12 @@ class XMPPAdapter(MultiService):
         # foreign watcher -> XMPP user: (watcher key, target key) -> SubscriptID
         self.inbound: dict[tuple, str] = {}
         self.pending: dict[tuple, tuple[Deferred, Any, Subscribe]] = {}
-        self.bounces: dict[str, tuple[Deferred, Any, Message]] = {}
+        # stanza id -> (deferred, deadline, Message), in sending order; one sweep timer for all.
+        self.bounces: dict[str, tuple[Deferred, float, Message]] = {}
+        self._bounce_sweep: Any = None
         self.last_presence: dict[str, str] = {}
+        # presentity key -> the last carried PIDF octets published for it
+        self.last_document: dict[tuple[str, str], bytes] = {}
         self.sent_resources: dict[tuple, set[str]] = {}
 
     # -- helpers ---------------------------------------------------------
@@ -367,11 +386,12 @@ class XMPPAdapter(MultiService):
                 call.cancel()
             deferred.callback(indeterminant(operation, "the XMPP adapter stopped before an answer"))
         self.pending.clear()
-        for message_id, (deferred, call, operation) in list(self.bounces.items()):
-            if call.active():
-                call.cancel()
-            deferred.callback(indeterminant(operation, "sent; XMPP gives no delivery result"))
-        self.bounces.clear()
+        if self._bounce_sweep is not None and self._bounce_sweep.active():
+            self._bounce_sweep.cancel()
+        self._bounce_sweep = None
+        bounces, self.bounces = self.bounces, {}
+        for deferred, _, operation in bounces.values():
+            deferred.callback(indeterminant(operation, SENT))
         for _, _, call in self.outbound.values():
             if call is not None and call.active():
                 call.cancel()
@@ -413,10 +433,8 @@ class XMPPAdapter(MultiService):
         if entry is None:
             log.info("XMPP error {condition} for an unknown message {id}", condition=condition, id=stanza.getAttribute("id"))
             return
-        deferred, call, operation = entry
-        if call.active():
-            call.cancel()
-        bare = JID(stanza["from"]).resource is None if stanza.getAttribute("from") else True
+        deferred, _, operation = entry
+        bare = parse_jid(stanza["from"]).resource is None if stanza.getAttribute("from") else True
         deferred.callback(
             failure(operation, condition_for_stanza_error(condition), text or condition,
                     native_code=sip_status_for_stanza_error(condition, bare=bare))
@@ -458,16 +476,36 @@ class XMPPAdapter(MultiService):
         self.send(stanza)
         self.count("message-out")
         if self.settings.bounce_wait <= 0:
-            return succeed(indeterminant(operation, "sent; XMPP gives no delivery result"))
+            return succeed(indeterminant(operation, SENT))
         deferred: Deferred[Response] = Deferred()
         stanza_id = stanza["id"]
-
-        def quiet() -> None:
-            if self.bounces.pop(stanza_id, None) is not None:
-                deferred.callback(indeterminant(operation, "sent; XMPP gives no delivery result"))
-
-        self.bounces[stanza_id] = (deferred, self.reactor.callLater(self.settings.bounce_wait, quiet), operation)
+        earlier = self.bounces.pop(stanza_id, None)
+        if earlier is not None:  # the same id sent again: its error can no longer be told apart
+            earlier[0].callback(indeterminant(earlier[2], SENT))
+        self.bounces[stanza_id] = (deferred, self.reactor.seconds() + self.settings.bounce_wait, operation)
+        if self._bounce_sweep is None:
+            self._bounce_sweep = self.reactor.callLater(self.settings.bounce_wait, self._sweep_bounces)
         return deferred
+
+    def _sweep_bounces(self) -> None:
+        """Answer ``indeterminant`` for every message whose ``bounce_wait`` is over (one timer for all).
+
+        ``bounces`` is in sending order and every entry waits the same
+        ``bounce_wait``, so the expired entries are at its front.
+        """
+        self._bounce_sweep = None
+        now = self.reactor.seconds()
+        bounces = self.bounces
+        expired = []
+        for stanza_id, (_, deadline, _) in bounces.items():
+            if deadline > now:
+                self._bounce_sweep = self.reactor.callLater(deadline - now, self._sweep_bounces)
+                break
+            expired.append(stanza_id)
+        for stanza_id in expired:
+            entry = bounces.pop(stanza_id, None)  # an answer to an earlier one may have taken it
+            if entry is not None:
+                entry[0].callback(indeterminant(entry[2], SENT))
 
     def _deliver_subscribe(self, operation: Subscribe) -> Deferred[Response]:
         watcher = self.addresses.uri_to_jid(operation.watcher)
@@ -501,11 +539,16 @@ class XMPPAdapter(MultiService):
         watcher = self.addresses.uri_to_jid(operation.watcher)
         target_bare = self.addresses.uri_to_jid(operation.target)
         key = (_key(operation.watcher), _key(operation.target))
+        carry = None
+        if self.settings.carry_cpim and operation.origin != self.name and operation.presence is not None:
+            carry = mapping.pidf_element(operation.presence, op="notify", state=operation.state.value,
+                                         expires=operation.expires,
+                                         reason=operation.reason.value if operation.reason is not None else None)
         if operation.state is SubscriptionState.TERMINATED and operation.presence is not None and key not in self.outbound:
             # The single notify of a fetch (an XMPP probe): the state, once.
             document = mapping.read_pidf(operation.presence)
             for stanza in mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
-                                                    namespace=self.namespace):
+                                                    namespace=self.namespace, carry=carry):
                 self.send(stanza)
             return success(operation)
         if operation.state is SubscriptionState.TERMINATED:
@@ -525,15 +568,16 @@ class XMPPAdapter(MultiService):
         if operation.presence is None:
             return success(operation)
         document = mapping.read_pidf(operation.presence)
-        stanzas = mapping.pidf_to_presences(document, operation.target, watcher, self.addresses, namespace=self.namespace)
+        stanzas = mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
+                                            namespace=self.namespace, carry=carry)
         now_sent = set()
         for stanza in stanzas:
             self.send(stanza)
-            resource = JID(stanza["from"]).resource
+            resource = parse_jid(stanza["from"]).resource
             if stanza.getAttribute("type") != "unavailable" and resource:
                 now_sent.add(resource)
         for resource in self.sent_resources.get(key, set()) - now_sent:
-            if not any(JID(s["from"]).resource == resource for s in stanzas):
+            if not any(parse_jid(s["from"]).resource == resource for s in stanzas):
                 source = self.addresses.uri_to_jid(operation.target, resource)
                 self.send(mapping.simple_presence(source, watcher, "unavailable", namespace=self.namespace))
         self.sent_resources[key] = now_sent
@@ -563,6 +607,9 @@ class XMPPAdapter(MultiService):
 
     def _on_availability(self, stanza: domish.Element, kind: str) -> None:
         sender = stanza.getAttribute("from") or ""
+        if stanza.firstChildElement() is not None and any(True for _ in stanza.elements(mapping.NS_XMPP, "pidf")):
+            if self._on_carried_pidf(stanza, sender):
+                return
         signature = kind + "".join(child.toXml() for child in stanza.elements())
         if self.last_presence.get(sender) == signature:
             self.count("presence-unchanged")
@@ -576,6 +623,31 @@ class XMPPAdapter(MultiService):
             self.last_presence[sender] = signature
         self.count("presence-in")
         self.bus.dispatch(Publish(entity, content, origin=self.name, instance=resource))
+
+    def _on_carried_pidf(self, stanza: domish.Element, sender: str) -> bool:
+        """Publish the PIDF document a presence carries for its own sender (see :func:`.mapping.carried_pidf`).
+
+        Every presence of one document carries all of it (one per tuple):
+        the same document again from the same presentity is not re-published.
+        Return ``False`` when there is no trustworthy document (the stanza is
+        then mapped as it is).
+        """
+        entity, resource = self.addresses.jid_to_uri(mapping._jid_attr(stanza, "from").full(), "pres")
+        carried = mapping.carried_pidf(stanza, entity)
+        if carried is None or carried[0] is None:
+            return False
+        content, attributes = carried
+        key = _key(entity)
+        if self.last_document.get(key) == content.body:
+            self.count("presence-unchanged")
+            return True
+        self.last_document[key] = content.body
+        expires = attributes.get("expires", "")
+        self.count("presence-in")
+        self.bus.dispatch(Publish(entity, content, origin=self.name, instance=attributes.get("instance", resource),
+                                  expires=int(expires) if attributes.get("op") == "publish" and expires.isdigit()
+                                  else None))
+        return True
 
     def _jids(self, stanza: domish.Element) -> tuple[CPIMURI, CPIMURI, JID, JID]:
         sender = mapping._jid_attr(stanza, "from")

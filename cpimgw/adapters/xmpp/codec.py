@@ -11,9 +11,19 @@ PIDF tuple, are separated by a newline).
 
 Addresses follow :mod:`.addresses` with the embedded default gateway domain
 (``gw.localhost``): a JID under it is a user of another network; any other
-JID is an XMPP user.  For ``from_operation`` the destination's domain is
-taken as the XMPP domain, except for a message that left XMPP (it carries
-``XMPP.*`` headers), whose sender is the XMPP user.
+JID is an XMPP user.  ``from_operation`` has no address map to ask, so it
+decides which side is the XMPP user from the addresses: a message that left
+XMPP names both JIDs in ``XMPP.From`` / ``XMPP.To``, and the one *not* under
+the gateway domain is the XMPP user (when it is one of the message's two
+addresses); otherwise the destination is taken as the XMPP user.
+
+Presence keeps the operation: a ``Notify`` or ``Publish`` becomes presences
+carrying ``<pidf xmlns='urn:x-cpimgw:xmpp' op='notify' state=... expires=...>``
+(the document unmodified, :func:`.mapping.pidf_element`), and such a presence
+becomes the same operation again (a ``Notify`` from its ``from`` to its
+``to``, or a ``Publish`` with its instance and expiry).  A final notify
+without a document is an ``unsubscribed`` presence (rejected, noresource,
+invariant) or an ``unavailable`` one.
 """
 
 from __future__ import annotations
@@ -29,7 +39,17 @@ from cpimgw.adapters.xmpp import mapping
 from cpimgw.adapters.xmpp.addresses import AddressMap
 from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
 from cpimgw.cpim.errors import ParseError
-from cpimgw.cpim.operations import Message, Notify, Operation, Publish, Subscribe
+from cpimgw.cpim.operations import (
+    MEDIA_CPIM,
+    Message,
+    Notify,
+    Operation,
+    Publish,
+    Subscribe,
+    SubscriptionState,
+    TerminationReason,
+    new_id,
+)
 from cpimgw.cpim.pidf import timestamp_now
 
 DEFAULT_GATEWAY = "gw.localhost"
@@ -103,6 +123,9 @@ class XMPPCodec:
                     origin="xmpp")
             if stanza.name == "presence":
                 kind = mapping.presence_type(stanza)
+                carried = self._carried_operation(stanza, addresses)
+                if carried is not None:
+                    return carried
                 if kind in ("available", "unavailable"):
                     entity, resource, content = mapping.presence_to_pidf(
                         stanza, addresses, timestamp=timestamp_now(time.time()))
@@ -116,12 +139,52 @@ class XMPPCodec:
             raise XMPPParseError(f"<{error.condition}/>: {error.reason}") from None
         raise XMPPParseError("an <iq/> has no CPIM operation")
 
+    def _carried_operation(self, stanza: domish.Element, addresses: AddressMap) -> Operation | None:
+        """The Notify or Publish a presence carries in ``<pidf xmlns='urn:x-cpimgw:xmpp'/>`` (see the docstring)."""
+        sender, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "from").full(), "pres")
+        carried = mapping.carried_pidf(stanza, sender)
+        if carried is None:
+            return None
+        content, attributes = carried
+        resource = mapping._jid_attr(stanza, "from").resource
+        expires = int(attributes["expires"]) if attributes.get("expires", "").isdigit() else None
+        if attributes.get("op") == "notify":
+            watcher, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "to").full(), "pres")
+            try:
+                state = SubscriptionState(attributes.get("state", "active"))
+                reason = TerminationReason(attributes["reason"]) if attributes.get("reason") else None
+            except ValueError:
+                raise XMPPParseError("the carried notify has an unknown state or reason") from None
+            return Notify(watcher, sender, content, subscript_id=new_id(), state=state,
+                          expires=expires, reason=reason, origin="xmpp")
+        if content is None:
+            return None
+        return Publish(sender, content, origin="xmpp", instance=attributes.get("instance", resource),
+                       expires=expires)
+
+    @staticmethod
+    def _xmpp_domain(operation: Message, gateway_domain: str) -> str:
+        """The domain of the message's XMPP user, decided from the addresses (see the module docstring)."""
+        if operation.content.media_type == MEDIA_CPIM:
+            try:
+                headers = mapping.read_cpim(operation.content).extension_headers
+            except ParseError:
+                headers = []
+            jids = [value for namespace, name, value, _ in headers
+                    if namespace == mapping.NS_XMPP and name in ("From", "To")]
+            ends = {operation.source.domain_key, operation.destination.domain_key}
+            for text in jids:
+                try:
+                    host = JID(text).host
+                except Exception:  # noqa: BLE001 - a bad JID decides nothing
+                    continue
+                if host != gateway_domain and host in ends:
+                    return host
+        return operation.destination.domain_key
+
     def from_operation(self, operation: Operation) -> bytes:
         if isinstance(operation, Message):
-            # A message that left XMPP (it has XMPP.* headers) goes back from its XMPP sender;
-            # any other goes to an XMPP user at its destination's domain.
-            from_xmpp = operation.content.media_type == "message/cpim" and mapping.NS_XMPP.encode() in operation.content.body
-            domain = operation.source.domain_key if from_xmpp else operation.destination.domain_key
+            domain = self._xmpp_domain(operation, self.gateway_domain)
             addresses = AddressMap(self.gateway_domain, (domain,))
             # As the adapter does by default (carry_cpim): a message from another network also
             # carries its Message/CPIM octets unmodified, so nothing XMPP cannot express is lost.
@@ -134,16 +197,27 @@ class XMPPCodec:
                 addresses.uri_to_jid(operation.watcher), addresses.uri_to_jid(operation.target), kind,
                 stanza_id=operation.trans_id).toXml().encode("utf-8")
         if isinstance(operation, (Notify, Publish)):
-            if operation.presence is None:
-                raise XMPPParseError("a notify without a presence document has no XMPP presence")
             if isinstance(operation, Notify):
                 addresses = AddressMap(self.gateway_domain, (operation.watcher.domain_key,))
                 target, recipient = operation.target, addresses.uri_to_jid(operation.watcher)
+                carry = mapping.pidf_element(
+                    operation.presence, op="notify", state=operation.state.value, expires=operation.expires,
+                    reason=operation.reason.value if operation.reason is not None else None)
             else:
                 addresses = AddressMap(self.gateway_domain, (operation.presentity.domain_key,))
                 target = operation.presentity
                 recipient = JID(self.gateway_domain)
+                carry = mapping.pidf_element(operation.presence, op="publish", instance=operation.instance,
+                                             expires=operation.expires)
+            if operation.presence is None:
+                # A final notify without a document (RFC 3859 §4.3): as the adapter sends it.
+                refused = operation.reason in (TerminationReason.REJECTED, TerminationReason.NORESOURCE,
+                                               TerminationReason.INVARIANT)
+                stanza = mapping.simple_presence(addresses.uri_to_jid(target), recipient,
+                                                 "unsubscribed" if refused else "unavailable")
+                stanza.addChild(carry)
+                return stanza.toXml().encode("utf-8")
             document = mapping.read_pidf(operation.presence)
-            stanzas = mapping.pidf_to_presences(document, target, recipient, addresses)
+            stanzas = mapping.pidf_to_presences(document, target, recipient, addresses, carry=carry)
             return b"\n".join(s.toXml().encode("utf-8") for s in stanzas)
         raise XMPPParseError(f"{type(operation).__name__} has no XMPP form")

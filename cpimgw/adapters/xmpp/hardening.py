@@ -204,6 +204,8 @@ class HardenedXmlStream(jabber_xmlstream.XmlStream):
     limits = StreamLimits()
     stats: StreamStats | None = None
     clock: IReactorTime | None = None
+    #: ``clock.seconds()`` when data last came in or a stanza went out (with a clock).
+    last_activity = 0.0
     _rejected = False
     _bucket: TokenBucket | None = None
     _resume_call: Any = None
@@ -232,11 +234,20 @@ class HardenedXmlStream(jabber_xmlstream.XmlStream):
             self._bucket = TokenBucket(self.limits.max_rate, self.limits.burst, self.clock)
         if self.stats is not None:
             self.stats.streams_opened += 1
+        if self.clock is not None:
+            self.last_activity = self.clock.seconds()
         super().connectionMade()
+
+    def send(self, obj: Any) -> None:
+        if self.clock is not None:
+            self.last_activity = self.clock.seconds()
+        super().send(obj)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         if self._rejected or self.stream is None:
             return
+        if self.clock is not None:
+            self.last_activity = self.clock.seconds()
         try:
             if self.rawDataInFn:
                 self.rawDataInFn(data)

@@ -26,6 +26,9 @@ XEP-0184 request / received            ``XMPP.Receipt-Request``, ``XMPP.Receipt-
 XEP-0071 ``<html/>``                   ``XMPP.XHTML-IM`` (the element's XML)
 any other child element                ``XMPP.Element`` (its XML)
 no ``<body/>`` at all                  ``XMPP.No-Body: true``
+``from`` / ``to`` as full JIDs         ``XMPP.From``, ``XMPP.To`` (the resources, and which
+                                       side is the XMPP user: the JID under the gateway
+                                       domain is the foreign one)
 (receipt time)                         ``DateTime`` (RFC 3922 §4.1 MAY)
 =====================================  =====================================================
 
@@ -37,11 +40,15 @@ stanza.  A Message/CPIM object from another protocol is also carried
 unmodified in ``<cpim xmlns='urn:x-cpimgw:xmpp'>`` (base64); an inbound stanza
 that carries one whose ``From`` is its sender yields exactly those octets.
 
-CPIM -> XMPP (RFC 3922 §4.2): ``cc``, ``DateTime`` and ``NS`` are not passed;
+CPIM -> XMPP (RFC 3922 §4.2): a message without an instance takes the
+resource of ``XMPP.From`` / ``XMPP.To`` when that JID's bare part is the one
+the address maps to (so an instance survives networks that have none, and a
+header can never move a message to another JID); ``cc``, ``DateTime`` and ``NS`` are not passed;
 ``Require`` naming anything but the ``XMPP.*`` headers fails the message
 (:class:`~cpimgw.cpim.errors.NotUnderstoodError`); only ``text/plain``
-(us-ascii or utf-8) becomes ``<body/>``; ``Content-ID`` becomes ``id`` when
-there is no ``XMPP.Id``.
+(us-ascii or utf-8) becomes ``<body/>``; ``id`` is ``XMPP.Id``, else
+``Content-ID``, else the ``Message.message_id`` (PRIM Message-ID, SIP
+Call-ID...), else the TransID.
 
 Presence (RFC 3922 §5, RFC 7248 §5): XMPP presence -> one PIDF tuple per
 resource (``tuple_id_for(resource)``), ``basic`` open/closed, ``<show/>`` as
@@ -51,6 +58,16 @@ notes, ``<priority/>`` as contact priority n/127 (a negative priority in
 extension elements.  PIDF -> XMPP: one presence per tuple from
 ``target/instance``, the same fields back; provisional ``im:im`` and RPID
 activities give a ``<show/>`` when there is no XMPP show.
+
+What XMPP presence cannot express (RPID persons and devices, timestamps,
+contacts, document notes, unknown extensions, tuple ids not of the
+``ID-resource`` form, and the operation itself: notify or publish, its
+subscription state, expiry, reason and instance) travels in
+``<pidf xmlns='urn:x-cpimgw:xmpp'>`` (:func:`pidf_element`): the PIDF
+octets unmodified (base64), with the operation in attributes.  A presence
+that carries one whose ``entity`` is its sender (:func:`carried_pidf`; any
+other is ignored, so nobody can speak for someone else) yields exactly
+those octets.
 """
 
 from __future__ import annotations
@@ -105,7 +122,7 @@ SHOWS = ("away", "chat", "dnd", "xa")
 #: The XMPP.* headers a Require may name: we understand all of them.
 HEADER_NAMES = (
     "Type", "Id", "Body", "Thread", "Origin-ID", "Stanza-ID", "Chat-State", "Receipt-Request",
-    "Receipt-Received", "XHTML-IM", "Element", "No-Body", "Subject", "Lang",
+    "Receipt-Received", "XHTML-IM", "Element", "No-Body", "Subject", "Lang", "From", "To",
 )
 UNDERSTOOD = frozenset(qualified_name(NS_XMPP, name) for name in HEADER_NAMES)
 #: What an XMPP element in a header value or a fragment may weigh.
@@ -235,8 +252,8 @@ def message_to_cpim(
     sender = _jid_attr(stanza, "from")
     recipient = _jid_attr(stanza, "to")
     try:
-        source, source_instance = addresses.jid_to_uri(sender, "im")
-        destination, destination_instance = addresses.jid_to_uri(recipient, "im")
+        source, source_instance = addresses.jid_to_uri(stanza["from"], "im")
+        destination, destination_instance = addresses.jid_to_uri(stanza["to"], "im")
     except ParseError as error:
         raise StanzaError(error.reason, "jid-malformed") from None
     message_id = None
@@ -279,6 +296,8 @@ def message_to_cpim(
             extensions.append(_ext("Element", element_xml(child, stanza.uri)))
     if message_id is None:
         message_id = stanza.getAttribute("id") or None
+    extensions.append(_ext("From", sender.full()))
+    extensions.append(_ext("To", recipient.full()))
 
     carried = _carried_cpim(stanza)
     if carried is not None:
@@ -352,6 +371,18 @@ def message_to_cpim(
 # -- messages: CPIM -> XMPP ------------------------------------------------
 
 
+def _with_resource(jid: JID, carried: str | None) -> str:
+    """``jid`` with the resource of the carried full JID when its bare JID is ``jid``'s, else ``jid``."""
+    if carried:
+        try:
+            other = parse_jid(carried)
+        except ParseError:
+            return jid.full()
+        if other.resource and (other.user, other.host) == (jid.user, jid.host):
+            return other.full()
+    return jid.full()
+
+
 def _mime_type(value: str | None) -> tuple[str, dict[str, str]]:
     if not value:
         return "text/plain", {"charset": "us-ascii"}
@@ -388,14 +419,16 @@ def cpim_to_message(
     :raise ParseError: content that is not valid Message/CPIM.
     """
     stanza = domish.Element((namespace, "message"))
-    stanza["from"] = addresses.uri_to_jid(operation.source, operation.source_instance).full()
-    stanza["to"] = addresses.uri_to_jid(operation.destination, operation.destination_instance).full()
+    sender = addresses.uri_to_jid(operation.source, operation.source_instance)
+    recipient = addresses.uri_to_jid(operation.destination, operation.destination_instance)
+    stanza["from"] = sender.full()
+    stanza["to"] = recipient.full()
     if operation.content.media_type != MEDIA_CPIM:
         # RFC 3860 allows other formats: text/plain is a body, the rest is refused.
         kind, params = operation.content.media_type, dict(operation.content.parameters)
         if kind != "text/plain" or params.get("charset", "utf-8").lower() not in ("utf-8", "us-ascii"):
             raise MessageFormatError(f"{kind} cannot be carried in an XMPP message")
-        stanza["id"] = operation.trans_id
+        stanza["id"] = operation.message_id or operation.trans_id
         if default_type:
             stanza["type"] = default_type
         stanza.addElement("body", content=operation.content.body.decode("utf-8", errors="strict"))
@@ -409,11 +442,15 @@ def cpim_to_message(
     def first(name: str) -> str | None:
         return values[name][0][0] if name in values else None
 
+    if operation.source_instance is None:
+        stanza["from"] = _with_resource(sender, first("From"))
+    if operation.destination_instance is None:
+        stanza["to"] = _with_resource(recipient, first("To"))
     kind = first("Type") or default_type
     if kind:
         stanza["type"] = kind
     content_id = cpim.content_header("Content-ID")
-    stanza["id"] = first("Id") or (content_id.strip("<>") if content_id else operation.trans_id)
+    stanza["id"] = first("Id") or (content_id.strip("<>") if content_id else operation.message_id or operation.trans_id)
     media, params = _mime_type(cpim.content_header("Content-Type"))
     language = cpim.content_header("Content-Language")
     stanza_lang = first("Lang") or language
@@ -566,12 +603,16 @@ def pidf_to_presences(
     addresses: AddressMap,
     *,
     namespace: str = NS_CLIENT,
+    carry: domish.Element | None = None,
 ) -> list[domish.Element]:
     """One ``<presence/>`` per tuple of ``document`` (RFC 3922 §5.2, RFC 7248 §5).
 
     ``from`` is the target's JID with the tuple's instance as resource; a
     document without tuples gives one presence from the bare JID when it has
     notes, else none (digest §7.5 decision).
+
+    :param carry: a :func:`pidf_element` added to every presence (each may
+        be the only one a receiver keeps).
     """
     presences = []
     for item in document.tuples:
@@ -606,7 +647,7 @@ def pidf_to_presences(
         for element in children:
             stanza.addChild(element)
         presences.append(stanza)
-    if not document.tuples and document.notes:
+    if not document.tuples and (document.notes or carry is not None):
         stanza = domish.Element((namespace, "presence"))
         stanza["from"] = addresses.uri_to_jid(target).full()
         stanza["to"] = recipient.full()
@@ -615,7 +656,61 @@ def pidf_to_presences(
             if note.lang:
                 status[(NS_XML, "lang")] = note.lang
         presences.append(stanza)
+    if carry is not None:
+        for stanza in presences:
+            stanza.addChild(carry)
     return presences
+
+
+#: The attributes of ``<pidf xmlns='urn:x-cpimgw:xmpp'/>`` that describe the carried operation.
+PIDF_ATTRIBUTES = ("op", "type", "state", "expires", "reason", "instance")
+
+
+def pidf_element(content: Content | None, **attributes: object) -> domish.Element:
+    """``<pidf xmlns='urn:x-cpimgw:xmpp' op=... state=...>base64 PIDF</pidf>``: the document XMPP cannot hold.
+
+    ``attributes`` whose value is ``None`` are left out; ``type`` is the
+    Content-Type when it is not plain ``application/pidf+xml``.
+    """
+    element = domish.Element((NS_XMPP, "pidf"))
+    if content is not None:
+        if content.parameters:
+            element["type"] = content.content_type
+        element.addContent(base64.b64encode(content.body).decode("ascii"))
+    for name, value in attributes.items():
+        if value is not None:
+            element[name] = str(value)
+    return element
+
+
+def carried_pidf(stanza: domish.Element, entity: CPIMURI) -> tuple[Content | None, dict[str, str]] | None:
+    """The PIDF a presence carries in ``<pidf xmlns='urn:x-cpimgw:xmpp'/>`` and its attributes.
+
+    ``None`` when there is none, or when it is not trustworthy: not base64,
+    not a PIDF document, or about another presentity than ``entity`` (the
+    stanza's sender), so a stanza can only carry its sender's own presence.
+    The content is ``None`` for a final notify that carries no document.
+    """
+    for child in stanza.elements(NS_XMPP, "pidf"):
+        attributes = {name: child[name] for name in PIDF_ATTRIBUTES if child.hasAttribute(name)}
+        text = _text(child).strip()
+        if not text:
+            return (None, attributes) if attributes.get("op") == "notify" else None
+        try:
+            octets = base64.b64decode(text.encode("ascii"), validate=True)
+            document = parse_pidf(octets)
+        except (binascii.Error, ValueError, UnicodeError, ParseError):
+            return None
+        if not isinstance(document.entity, CPIMURI) or not document.entity.same_principal(entity):
+            return None
+        media, parameters = MEDIA_PIDF, ()
+        if "type" in attributes:
+            kind, params = _mime_type(attributes["type"])
+            if kind != MEDIA_PIDF:
+                return None
+            parameters = tuple(sorted(params.items()))
+        return Content(media, octets, parameters), attributes
+    return None
 
 
 def read_pidf(content: Content) -> PresenceDocument:

@@ -31,6 +31,11 @@ Authoritative Server):
   (``counters["refused-<condition>"]`` and the shared ``StreamStats``).
   A stream that authenticates nothing within ``timeout`` seconds is closed.
 
+Any stream, either way, that carries nothing for ``idle_timeout`` seconds is
+closed with ``</stream:stream>`` (RFC 6120 §4.4); an outgoing one is opened
+again on the next stanza.  One periodic sweep checks them all (no timer per
+stanza or per stream).
+
 Outgoing streams (we are the Originating Server): one per remote domain,
 opened on the first stanza for it and kept while it lives.  The address is
 the static ``peers`` table (``domain -> (host, port)``) or else RFC 6120
@@ -493,6 +498,8 @@ class S2SConnection(service.Service):
     :param secret: the dialback secret (random when empty).
     :param timeout: seconds for an outgoing stream or a dialback verification
         to complete, and for an incoming stream to authenticate something.
+    :param idle_timeout: seconds without traffic after which a stream is
+        closed (0: never); checked every ``idle_timeout / 4`` seconds (at least 1).
     :param max_queue: stanzas kept per domain while its stream is set up.
     :param max_incoming: incoming streams at once (more: ``<resource-constraint/>``).
     :param max_domains: domains one incoming stream may authenticate or have
@@ -516,6 +523,7 @@ class S2SConnection(service.Service):
         peers: Mapping[str, tuple[str, int]] | None = None,
         secret: str = "",
         timeout: float = 30.0,
+        idle_timeout: float = 600.0,
         max_queue: int = 1000,
         max_incoming: int = 1000,
         max_domains: int = 16,
@@ -533,6 +541,8 @@ class S2SConnection(service.Service):
         self.peers = {d.lower(): a for d, a in (peers or {}).items()}
         self.secret = secret or secrets.token_hex(16)
         self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self._idle_call: Any = None
         self.max_queue = max_queue
         self.max_incoming = max_incoming
         self.max_domains = max_domains
@@ -709,12 +719,47 @@ class S2SConnection(service.Service):
             raise ValueError("require_tls needs TLS material (a certificate and key)")
         self.listening = self.reactor.listenTCP(self.requested_port, self.factory, interface=self.interface)
         service.Service.startService(self)
+        if self.idle_timeout > 0:
+            self._idle_call = self.reactor.callLater(self.idle_interval, self._sweep_idle)
         log.info("XMPP s2s: {domain} listening on {interface}:{port} (TLS {tls})", domain=self.domain,
                  interface=self.interface, port=self.port,
                  tls="required" if self.require_tls else "offered" if self.tls is not None else "off")
 
+    @property
+    def idle_interval(self) -> float:
+        """Seconds between two idle sweeps."""
+        return max(1.0, self.idle_timeout / 4)
+
+    def _sweep_idle(self) -> None:
+        """Close every stream idle for ``idle_timeout`` seconds (RFC 6120 §4.4), then sweep again later."""
+        self._idle_call = None
+        if not self.running:
+            return
+        limit = self.reactor.seconds() - self.idle_timeout
+        idle = [(domain, entry.stream) for domain, entry in self.outgoing.items()
+                if entry.stream is not None and getattr(entry.stream, "last_activity", limit + 1) <= limit]
+        for domain, xs in idle:
+            self._close_idle(xs, f"outgoing to {domain}")
+            self.outgoing[domain].stream = None
+        for xs in [xs for xs in self.incoming if getattr(xs, "last_activity", limit + 1) <= limit]:
+            self._close_idle(xs, "incoming")
+            self.incoming.discard(xs)
+        self._idle_call = self.reactor.callLater(self.idle_interval, self._sweep_idle)
+
+    def _close_idle(self, xs: Any, which: str) -> None:
+        self.count("closed-idle")
+        peer = xs.transport.getPeer() if xs.transport is not None else None
+        log.info("XMPP s2s: closing the idle {which} stream ({peer}): nothing for {t} s", which=which, peer=peer,
+                 t=self.idle_timeout)
+        if xs.transport is not None:
+            xs.sendFooter()
+            xs.transport.loseConnection()
+
     def stopService(self) -> Any:  # noqa: N802 - Twisted's name
         service.Service.stopService(self)
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
         for entry in self.outgoing.values():
             if entry.stream is not None and entry.stream.transport is not None:
                 entry.stream.sendFooter()
