@@ -42,7 +42,7 @@ at once and then every ``purge_interval`` seconds on the reactor's clock;
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cpimgw.cpim.errors import ConfigError
 from cpimgw.cpim.operations import (
     Condition,
     Message,
@@ -128,6 +129,15 @@ class Bus:
     :param adapter_labels: adapter name -> its RFC 3861 protocol labels.
     :param purge_interval: seconds between purges of old duplicate keys.
     :param resolve_cache_ttl: seconds a resolver answer (or its absence) is kept.
+    :param resolve_cache_size: how many resolver answers are kept (the least
+        recently used is evicted first).
+    :param max_forwards: the most hops an operation may still take when it
+        enters the bus (``[bus] max_forwards``): an incoming ``Message``,
+        ``Subscribe`` or ``Notify`` carrying more is clamped down to it (counter
+        ``max_forwards_clamped``), so that a forged huge value cannot defeat
+        the loop guard (RFC 3860 §4.1).
+    :raise cpimgw.cpim.errors.ConfigError: ``max_forwards`` is not an integer
+        from 1 to 255.
     """
 
     def __init__(
@@ -145,11 +155,20 @@ class Bus:
         purge_interval: float = 3600.0,
         resolve_cache_ttl: float = 300.0,
         resolve_cache_size: int = 10000,
+        max_forwards: int = 120,
     ) -> None:
         from cpimgw.presence import PresenceService
 
+        if isinstance(max_forwards, bool) or not isinstance(max_forwards, int) or not 1 <= max_forwards <= 255:
+            raise ConfigError(f"must be an integer from 1 to 255, got {max_forwards!r}", key="bus.max_forwards")
+        self.max_forwards = max_forwards
+
         self.reactor = reactor
         self.store = store
+        if getattr(store, "clock", False) is None:
+            # The store's adapter values expire on the bus's clock (a test's
+            # task.Clock included) unless the store was given its own.
+            store.clock = reactor
         self.policy = policy
         self.routes = StaticRoutes(routes)
         self.resolver = resolver
@@ -162,7 +181,7 @@ class Bus:
         self.presence = PresenceService(self, default_duration=default_duration, max_duration=max_duration)
         self._adapters: dict[str, Any] = {}
         self._domains: dict[str, Any] = {}
-        self._resolved: dict[str, tuple[float, str | None]] = {}
+        self._resolved: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self._in_flight: dict[str, list[Deferred[Response]]] = {}
         self._purge: LoopingCall | None = None
         self.running = False
@@ -237,6 +256,7 @@ class Bus:
         now = self.reactor.seconds()
         cached = self._resolved.get(domain)
         if cached is not None and cached[0] > now:
+            self._resolved.move_to_end(domain)  # least recently used is evicted first
             return succeed(self._adapters.get(cached[1]) if cached[1] else None)
         labels = []
         for label, _name in pairs:
@@ -245,8 +265,9 @@ class Bus:
 
         def found(label: str | None) -> Any:
             name = next((n for lab, n in pairs if lab == label), None) if label else None
-            if len(self._resolved) >= self.resolve_cache_size:
-                self._resolved.clear()
+            self._resolved.pop(domain, None)
+            while self._resolved and len(self._resolved) >= self.resolve_cache_size:
+                self._resolved.popitem(last=False)
             self._resolved[domain] = (self.reactor.seconds() + self.resolve_cache_ttl, name)
             return self._adapters.get(name) if name else None
 
@@ -261,6 +282,12 @@ class Bus:
     def dispatch(self, operation: Any) -> Deferred[Response]:
         """Route one operation; ``Deferred[Response]`` that never errbacks."""
         self.counters["dispatched"] += 1
+        if getattr(operation, "max_forwards", 0) > self.max_forwards and isinstance(
+                operation, (Message, Subscribe, Notify)):
+            self.counters["max_forwards_clamped"] += 1
+            log.debug("{op} {trans_id}: MaxForwards {got} clamped to {limit}", op=type(operation).__name__,
+                      trans_id=operation.trans_id, got=operation.max_forwards, limit=self.max_forwards)
+            operation = attrs.evolve(operation, max_forwards=self.max_forwards)
         if isinstance(operation, Message):
             handler: Callable[[Any], Any] = self._message
         elif isinstance(operation, Subscribe):
@@ -359,26 +386,114 @@ class Bus:
         exception, an errback or an answer that is not a ``Response`` becomes
         ``failure internal-server-error``.
         """
+        answer = self.deliver_now(adapter, operation)
+        return answer if isinstance(answer, Deferred) else succeed(answer)
 
-        def answered(response: Any) -> Response:
-            if not isinstance(response, Response):
-                raise TypeError(f"adapter {adapter.name!r} answered {type(response).__name__}, not a Response")
-            if response.trans_id != operation.trans_id:
-                response = attrs.evolve(response, trans_id=operation.trans_id)
-            self.counters["delivered" if response.ok else "failed"] += 1
-            return response
+    def deliver_now(self, adapter: Any, operation: Any) -> Response | Deferred[Response]:
+        """:meth:`deliver`, but the ``Response`` itself when the adapter answered at once.
 
-        def broken(reason: Failure) -> Response | Failure:
-            if reason.check(CancelledError):
-                return reason  # the caller gave up (e.g. stopping): not the adapter's fault
-            self.counters["internal"] += 1
-            self.counters["failed"] += 1
-            log.failure("adapter {adapter} failed to deliver {op}", reason, adapter=adapter.name,
-                        op=type(operation).__name__, trans_id=operation.trans_id)
-            return failure(operation, Condition.INTERNAL,
-                           f"adapter {adapter.name!r} failed: {reason.getErrorMessage()}")
+        The presence fan-out uses it to notify thousands of watchers without
+        a Deferred chain per watcher when the adapters answer synchronously.
+        """
+        try:
+            result = adapter.deliver(operation)
+        except Exception:
+            return self._broken(Failure(), adapter, operation)  # type: ignore[return-value]
+        if not isinstance(result, Deferred):
+            return self._settle(result, adapter, operation)
+        if result.called and not result.paused and not getattr(result, "_runningCallbacks", True):
+            value = result.result
+            if isinstance(value, Response):  # fired already with an answer: read it, nothing to consume
+                return self._settle(value, adapter, operation)
+        box: list[Any] = []
+        relay: list[Deferred[Any]] = []
 
-        return maybeDeferred(adapter.deliver, operation).addCallback(answered).addErrback(broken)
+        def grab(value: Any) -> None:
+            # Before deliver_now returned: keep the value; afterwards: pass it on
+            # (a failure included: it is consumed here, and re-raised there).
+            if not relay:
+                box.append(value)
+            elif not relay[0].called:
+                relay[0].callback(value)
+
+        result.addBoth(grab)
+        if box:
+            return self._settle(box[0], adapter, operation)
+        onward: Deferred[Any] = Deferred(lambda _: result.cancel())
+        relay.append(onward)
+        return onward.addCallback(self._answered, adapter, operation).addErrback(self._broken, adapter, operation)
+
+    def _settle(self, value: Any, adapter: Any, operation: Any) -> Response | Deferred[Response]:
+        if isinstance(value, Failure):
+            outcome = self._broken(value, adapter, operation)
+            return outcome if isinstance(outcome, Response) else Deferred.fromFailure(outcome)  # type: ignore[arg-type]
+        try:
+            return self._answered(value, adapter, operation)
+        except Exception:
+            return self._broken(Failure(), adapter, operation)  # type: ignore[return-value]
+
+    def _answered(self, response: Any, adapter: Any, operation: Any) -> Response:
+        if not isinstance(response, Response):
+            raise TypeError(f"adapter {adapter.name!r} answered {type(response).__name__}, not a Response")
+        if response.trans_id != operation.trans_id:
+            response = attrs.evolve(response, trans_id=operation.trans_id)
+        self.counters["delivered" if response.status is not Status.FAILURE else "failed"] += 1
+        return response
+
+    def _broken(self, reason: Failure, adapter: Any, operation: Any) -> Response | Failure:
+        if reason.check(CancelledError):
+            return reason  # the caller gave up (e.g. stopping): not the adapter's fault
+        self.counters["internal"] += 1
+        self.counters["failed"] += 1
+        log.failure("adapter {adapter} failed to deliver {op}", reason, adapter=adapter.name,
+                    op=type(operation).__name__, trans_id=operation.trans_id)
+        return failure(operation, Condition.INTERNAL,
+                       f"adapter {adapter.name!r} failed: {reason.getErrorMessage()}")
+
+    # -- operators' view ----------------------------------------------------
+
+    def snapshot(self) -> Deferred[dict[str, Any]]:
+        """``Deferred[dict]``: the health and metrics view (JSON-serialisable).
+
+        ``running`` (the bus), ``counters`` (sorted by name), ``adapters``:
+        name -> ``{"running": bool, "connected": bool | None}`` (``None`` when
+        the adapter exposes no ``connected``), ``store``: the store's
+        ``counts()`` (``{}`` when it has none, ``{"error": reason}`` when
+        they could not be read) and ``presence``: armed timers.
+        """
+        adapters = {}
+        for name, adapter in sorted(self._adapters.items()):
+            connected = getattr(adapter, "connected", None)
+            if callable(connected):
+                try:
+                    connected = connected()
+                except Exception:
+                    connected = None
+            adapters[name] = {
+                "running": bool(getattr(adapter, "running", False)),
+                "connected": None if connected is None else bool(connected),
+            }
+        view: dict[str, Any] = {
+            "running": self.running,
+            "counters": dict(sorted(self.counters.items())),
+            "adapters": adapters,
+            "presence": {"subscription_timers": len(self.presence.armed()),
+                         "publication_timers": len(self.presence.published_expiries())},
+        }
+        counts = getattr(self.store, "counts", None)
+        if counts is None or not self.running:
+            view["store"] = {}
+            return succeed(view)
+
+        def stored(result: dict[str, int]) -> dict[str, Any]:
+            view["store"] = dict(result)
+            return view
+
+        def failed(reason: Failure) -> dict[str, Any]:
+            view["store"] = {"error": reason.getErrorMessage()}
+            return view
+
+        return maybeDeferred(counts).addCallbacks(stored, failed)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -44,6 +44,7 @@ class GatewaySettings:
     name: str = "cpimgw"
     data_dir: str = "."
     log_level: str = "info"
+    status_port: int = 0
 
 
 @attrs.frozen
@@ -236,6 +237,12 @@ class _Reader:
             raise self.error(f"{prefix}.{key}", f"must be a positive integer, got {show(value)}")
         return value
 
+    def port(self, table: Mapping[str, Any], prefix: str, key: str, default: int) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise self.error(f"{prefix}.{key}", f"must be a port number from 0 to 65535, got {show(value)}")
+        return value
+
     def positive_number(self, table: Mapping[str, Any], prefix: str, key: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
@@ -306,11 +313,12 @@ def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any
     r.no_unknown(data, "", ("gateway", "store", "routing", "bus", "presence", "policy", "tls", "adapters"))
 
     t = r.table(data, "gateway")
-    r.no_unknown(t, "gateway", ("name", "data_dir", "log_level"))
+    r.no_unknown(t, "gateway", ("name", "data_dir", "log_level", "status_port"))
     gateway = GatewaySettings(
         name=r.string(t, "gateway", "name", _default(GatewaySettings, "name"), empty=False),
         data_dir=r.string(t, "gateway", "data_dir", _default(GatewaySettings, "data_dir"), empty=False),
         log_level=r.choice(t, "gateway", "log_level", _default(GatewaySettings, "log_level"), LOG_LEVELS),
+        status_port=r.port(t, "gateway", "status_port", _default(GatewaySettings, "status_port")),
     )
 
     t = r.table(data, "store")

@@ -187,7 +187,7 @@ class IPresenceService(Interface):
 
 
 class IStore(Interface):
-    """What must survive a restart: subscriptions, presence, duplicate keys.
+    """What must survive a restart: subscriptions, presence, duplicate keys, adapter state.
 
     Every method returns a ``Deferred``.  Implementations: in memory (tests),
     SQLite through ``twisted.enterprise.adbapi`` (the embedded default).
@@ -202,6 +202,15 @@ class IStore(Interface):
     def put_subscription(record):
         """Insert or replace a subscription record (keyed by its ``subscript_id``)."""
 
+    def set_digests(digests):
+        """Record the last notified document of many subscriptions at once (a presence fan-out).
+
+        :param digests: ``Mapping[str, str]``: SubscriptID -> ``last_document_digest``.
+            A SubscriptID with no record is skipped (a subscription that ended
+            meanwhile is not brought back); nothing else of a record changes.
+        :return: ``Deferred[int]``: how many records were changed, in one write.
+        """
+
     def get_subscription(subscript_id):
         """``Deferred[record | None]``."""
 
@@ -211,8 +220,16 @@ class IStore(Interface):
     def subscriptions(target=None, watcher=None):
         """``Deferred[list[record]]``, filtered by target and/or watcher URI (principal match)."""
 
-    def put_presence(presentity, instance, document, updated_at):
-        """Remember the last presence document (``Content``) of one instance of a presentity."""
+    def put_presence(presentity, instance, document, updated_at, expires_at=None):
+        """Remember the last presence document (``Content``) of one instance of a presentity.
+
+        :param expires_at: when that publication runs out (reactor seconds),
+            ``None`` for never; the presence service withdraws it then.
+        """
+
+    def presence_expiries():
+        """``Deferred[list[tuple[str, str, float]]]``: (presentity, instance, expires_at) of every
+        stored instance that has an expiry, soonest first (re-armed at start)."""
 
     def get_presence(presentity):
         """``Deferred[dict[instance, Content]]`` of the presentity's known instances."""
@@ -228,7 +245,39 @@ class IStore(Interface):
         """
 
     def expire(now):
-        """Drop duplicate keys whose time has passed; ``Deferred[int]`` of how many."""
+        """Drop duplicate keys and adapter values whose time has passed (``<= now``);
+        ``Deferred[int]`` of how many entries were dropped."""
+
+    # -- adapter state ---------------------------------------------------------
+    #
+    # A small generic key/value space in which adapters persist their own state
+    # (PRIM leases, ACLs and class tables, XMPP subscription bookkeeping, SIP
+    # dialogs...).  Each adapter picks its own ``scope`` (by convention its name
+    # plus a dot and a kind: ``"prim.lease"``, ``"xmpp.roster"``); the store
+    # never interprets scopes, keys or values.  Times are reactor seconds since
+    # the epoch, like ``SubscriptionRecord.expires_at``; a value is *expired* at
+    # ``now`` when its ``expires_at`` is not ``None`` and ``<= now``, where
+    # ``now`` is the ``now`` argument when given, else the store's ``clock``
+    # (the bus sets it to its reactor when the store was built without one).
+
+    def put_value(scope, key, value, expires_at=None):
+        """Insert or replace the value (``bytes``) of ``key`` (``str``) in ``scope`` (``str``).
+
+        :param expires_at: when the value stops existing (reactor seconds), or
+            ``None`` for never.
+        :return: ``Deferred[None]``, fired once the value is stored (on SQLite:
+            committed, so it survives a restart).
+        :raise TypeError: ``scope``/``key`` not ``str`` or ``value`` not ``bytes``.
+        """
+
+    def get_value(scope, key, now=None):
+        """``Deferred[bytes | None]``: the value, or ``None`` if absent or expired."""
+
+    def get_values(scope, now=None):
+        """``Deferred[dict[str, bytes]]``: every unexpired value of ``scope`` by key, keys sorted."""
+
+    def remove_value(scope, key):
+        """``Deferred[bool]``: whether a value (expired or not, not yet purged) was removed."""
 
 
 class IPolicy(Interface):

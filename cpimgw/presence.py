@@ -51,7 +51,11 @@ RFC 3859 §4.4 (digest §3.3), as this service applies it:
     is available; one instance's octets are always passed unchanged), and
     every *active* watcher whose last notified document differs is
     notified; an unchanged document is not re-sent (lessons.md #10; counter
-    ``presence_suppressed``).  ``expires`` 0 withdraws the instance.
+    ``presence_suppressed``).  ``expires`` 0 withdraws the instance;
+    ``expires`` > 0 arms a timer on ``bus.reactor`` that withdraws it when it
+    runs out and notifies the watchers of the change (an empty PIDF document
+    when no instance is left); the expiry is stored with the document, so
+    :meth:`start` re-arms it after a restart (counter ``presence_expired``).
 
 Expiry runs on ``bus.reactor`` (``callLater``): a final Notify
 (``terminated``, reason ``timeout``) to the watcher and a Subscribe of
@@ -87,6 +91,7 @@ from cpimgw.cpim.operations import (
     SubscriptionState,
     TerminationReason,
     failure,
+    new_id,
     success,
 )
 from cpimgw.cpim.uri import CPIMURI, IM, PRES, parse_uri
@@ -100,11 +105,26 @@ from cpimgw.store.records import (
 
 log = Logger()
 
-#: Parsing the stored principal texts back into URIs, once per distinct text.
-_uri = functools.lru_cache(maxsize=8192)(parse_uri)
+_parse_uri = functools.lru_cache(maxsize=8192)(parse_uri)
+
+
+def _uri(text: str) -> CPIMURI:
+    """The URI of a stored principal text (``records.principal_key`` form).
+
+    A plain ``pres:user@domain`` (no %-escape, no header) is split directly
+    -- a fan-out does this once per watcher; anything else is parsed.
+    """
+    if text.startswith("pres:") and "%" not in text and "?" not in text:
+        user, at, domain = text[5:].rpartition("@")
+        if at and user and domain:
+            return CPIMURI(PRES, user, domain)
+    return _parse_uri(text)
 
 #: ``origin`` of the notifies the service itself generates.
 SERVICE_ORIGIN = "cpimgw-presence"
+
+#: The failure conditions of a notify that mean the watcher's subscription is gone.
+_GONE = (Condition.NO_SUBSCRIPTION, Condition.GONE)
 
 
 def canonical_pres(uri: object) -> CPIMURI | None:
@@ -146,6 +166,17 @@ def compose_documents(documents: dict[str, Content], entity: CPIMURI | str | Non
         return latest
 
 
+def empty_pidf(presentity: CPIMURI) -> Content:
+    """A PIDF document with no tuple (RFC 3863 §4.1: nothing is known of the presentity).
+
+    What the watchers are sent when the last published instance of a
+    presentity runs out, so that none keeps showing a state that expired.
+    """
+    entity = str(presentity).replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")
+    return Content(MEDIA_PIDF, f"<?xml version='1.0' encoding='UTF-8'?>\n"
+                               f"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='{entity}'/>\n".encode())
+
+
 @attrs.frozen
 class _Fetch:
     watcher: str
@@ -174,6 +205,7 @@ class PresenceService:
         self.max_duration = int(max_duration)
         self.fetch_window = float(fetch_window)
         self._timers: dict[str, Any] = {}
+        self._presence_timers: dict[tuple[str, str], Any] = {}
         self._fetches: dict[str, _Fetch] = {}
         self._busy: set[Deferred[Any]] = set()
 
@@ -309,7 +341,7 @@ class PresenceService:
         latest = yield self._store.get_subscription(record.subscript_id)
         if latest is not None and latest.last_document_digest != digest:
             yield self._store.put_subscription(attrs.evolve(latest, last_document_digest=digest))
-        if not response.ok and response.condition in (Condition.NO_SUBSCRIPTION, Condition.GONE):
+        if not response.ok and response.condition in _GONE:
             log.info("watcher {watcher} no longer has subscription {sid}; ending it",
                      watcher=record.watcher, sid=record.subscript_id)
             yield self._end(record.subscript_id, notify_watcher=False)
@@ -359,6 +391,36 @@ class PresenceService:
         yield self._end(subscript_id, reason=TerminationReason.TIMEOUT)
         return None
 
+    def _arm_presence(self, presentity: str, instance: str, expires_at: float | None) -> None:
+        """(Re-)arm or disarm the timer that withdraws one published instance when it runs out."""
+        timer = self._presence_timers.pop((presentity, instance), None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if expires_at is not None:
+            self._presence_timers[(presentity, instance)] = self.bus.reactor.callLater(
+                max(0.0, expires_at - self._now()), self._run, self._presence_expired, presentity, instance)
+
+    @inlineCallbacks
+    def _presence_expired(self, presentity_key: str, instance: str):  # type: ignore[no-untyped-def]
+        """A publish's ``expires`` ran out: withdraw the instance and tell the watchers the change."""
+        self._presence_timers.pop((presentity_key, instance), None)
+        presentity = _uri(presentity_key)
+        removed = yield self._store.remove_presence(presentity, instance)
+        if not removed:
+            return None
+        self._counters["presence_expired"] += 1
+        log.info("published presence of {presentity} (instance {instance!r}) expired",
+                 presentity=presentity_key, instance=instance)
+        documents = yield self._store.get_presence(presentity)
+        document = compose_documents(documents, presentity) or empty_pidf(presentity)
+        records = yield self.subscriptions_of(presentity)
+        yield self._fan_out(presentity, records, document, SERVICE_ORIGIN)
+        return None
+
+    def published_expiries(self) -> dict[tuple[str, str], float]:
+        """(presentity, instance) -> reactor time its publication runs out (tests, admin view)."""
+        return {key: timer.getTime() for key, timer in self._presence_timers.items() if timer.active()}
+
     def _forget_fetch(self, subscript_id: str) -> None:
         self._timers.pop("fetch\x00" + subscript_id, None)
         self._fetches.pop(subscript_id, None)
@@ -380,6 +442,10 @@ class PresenceService:
                 yield self._expire(record.subscript_id)
         log.info("presence: {armed} subscriptions reloaded, {expired} expired while down",
                  armed=armed, expired=expired)
+        expiries = getattr(self._store, "presence_expiries", None)
+        if expiries is not None:
+            for presentity, instance, expires_at in (yield expiries()):
+                self._arm_presence(presentity, instance, expires_at)  # past ones run on the next turn
 
     def stop(self, grace: float = 2.0) -> Deferred[None]:
         """Cancel every timer (the records stay in the store).
@@ -390,6 +456,8 @@ class PresenceService:
         """
         for subscript_id in list(self._timers):
             self._disarm(subscript_id)
+        for presentity, instance in list(self._presence_timers):
+            self._arm_presence(presentity, instance, None)
         self._fetches.clear()
         busy = list(self._busy)
         if not busy:
@@ -618,11 +686,18 @@ class PresenceService:
                                 f"the presentity {op.presentity} is not a valid pres: URI naming a user")
         instance = op.instance or op.origin or ""
         if op.expires == 0:
+            self._arm_presence(str(presentity), instance, None)
             yield self._store.remove_presence(presentity, instance)
         else:
             if not isinstance(op.presence, Content):
                 return self._refuse(op, "invalid", Condition.BAD_REQUEST, "a publish carries no document")
-            yield self._store.put_presence(presentity, instance, op.presence, self._now())
+            now = self._now()
+            expires_at = now + op.expires if op.expires is not None and op.expires > 0 else None
+            if expires_at is None:
+                yield self._store.put_presence(presentity, instance, op.presence, now)
+            else:
+                yield self._store.put_presence(presentity, instance, op.presence, now, expires_at=expires_at)
+            self._arm_presence(str(presentity), instance, expires_at)
         self._counters["published"] += 1
         documents = yield self._store.get_presence(presentity)
         document = compose_documents(documents, presentity)
@@ -630,19 +705,99 @@ class PresenceService:
             log.info("presence of {presentity} withdrawn; watchers keep the last state", presentity=presentity)
             return success(op)
         records = yield self.subscriptions_of(presentity)
-        digest = document_digest(document)
-        sends = [
-            self._notify_watcher(record, document, SubscriptionState.ACTIVE, origin=op.origin or SERVICE_ORIGIN,
-                                 digest=digest)
-            for record in records
-            if record.state == ACTIVE
-        ]
-        if sends:
-            yield gatherResults(sends, consumeErrors=True).addErrback(
-                lambda reason: log.failure("presence fan-out of {presentity} failed", reason,
-                                           presentity=presentity))
+        yield self._fan_out(presentity, records, document, op.origin or SERVICE_ORIGIN).addErrback(
+            lambda reason: log.failure("presence fan-out of {presentity} failed", reason, presentity=presentity))
         return success(op)
 
+    def _fan_out(self, presentity: CPIMURI, records: list[SubscriptionRecord], document: Content,
+                 origin: str) -> Deferred[None]:
+        """Notify every active watcher in ``records`` whose last document differs from ``document``.
 
-__all__ = ["PresenceService", "canonical_pres", "compose_documents", "SERVICE_ORIGIN"]
+        The fast path of a publish (perf-reliability.md A3 goal 3): one
+        digest for the change, one ``Notify`` per watcher handed to its
+        adapter with :meth:`cpimgw.bus.Bus.deliver_now` (no Deferred chain
+        when the adapter answers at once), and one ``store.set_digests``
+        write for every watcher notified.  The digest is recorded when the
+        notify is handed over (as the per-watcher path does whatever the
+        answer).  Watchers whose adapter is no longer registered take the
+        per-watcher path (their route is looked up).  The Deferred fires once
+        every answer is in and the digests are written.
+        """
+        digest = document_digest(document)
+        now = self._now()
+        bus = self.bus
+        counters = self._counters
+        deliver_now = bus.deliver_now
+        adapter_named = bus.adapter_named
+        can_notify: dict[str, Any] = {}
+        digests: dict[str, str] = {}
+        waiting: list[Deferred[Any]] = []
+        ending: list[SubscriptionRecord] = []
+        suppressed = notified = 0
+        use_batch = hasattr(self._store, "set_digests")
+        # One random TransID stem per change, a counter per watcher: unique,
+        # and without a urandom call per notify.
+        stem = new_id()[:24]
+        sequence = 0
+        for record in records:
+            if record.state != ACTIVE:
+                continue
+            if record.last_document_digest == digest:
+                suppressed += 1
+                continue
+            origin_name = record.watcher_origin
+            adapter = can_notify.get(origin_name)
+            if adapter is None:
+                adapter = adapter_named(origin_name)
+                if adapter is None or not use_batch:  # route lookup: the per-watcher path
+                    waiting.append(self._notify_watcher(record, document, SubscriptionState.ACTIVE,
+                                                        origin=origin, digest=digest))
+                    continue
+                if not IPresence.providedBy(adapter):
+                    adapter = False
+                can_notify[origin_name] = adapter
+            if adapter is False:
+                counters["notify_undeliverable"] += 1
+                log.warn("adapter {adapter} of watcher {watcher} does not provide IPresence; notify for {sid} "
+                         "dropped", adapter=origin_name, watcher=record.watcher, sid=record.subscript_id)
+                continue
+            notify = Notify(
+                watcher=_uri(record.watcher), target=presentity, presence=document,
+                subscript_id=record.subscript_id, trans_id=f"{stem}{sequence:08x}", state=SubscriptionState.ACTIVE,
+                expires=max(0, math.ceil(record.expires_at - now)), origin=origin,
+            )
+            sequence += 1
+            notified += 1
+            digests[record.subscript_id] = digest
+            answer = deliver_now(adapter, notify)
+            if isinstance(answer, Deferred):
+                waiting.append(answer.addCallback(self._fan_out_answer, record, ending))
+            elif answer.status is Status.FAILURE and answer.condition in _GONE:
+                ending.append(record)
+        counters["notified"] += notified
+        counters["presence_suppressed"] += suppressed
+        if digests:
+            waiting.append(self._store.set_digests(digests))
+        if not waiting:
+            return self._end_gone(ending)
+        return gatherResults(waiting, consumeErrors=True).addBoth(
+            lambda result: self._end_gone(ending).addCallback(lambda _: result))
+
+    @staticmethod
+    def _fan_out_answer(answer: Response, record: SubscriptionRecord, ending: list[SubscriptionRecord]) -> None:
+        if answer.status is Status.FAILURE and answer.condition in _GONE:
+            ending.append(record)
+
+    def _end_gone(self, ending: list[SubscriptionRecord]) -> Deferred[None]:
+        """End the subscriptions whose watcher's network said they no longer exist."""
+        if not ending:
+            return succeed(None)
+        for record in ending:
+            log.info("watcher {watcher} no longer has subscription {sid}; ending it",
+                     watcher=record.watcher, sid=record.subscript_id)
+        return gatherResults([self._end(record.subscript_id, notify_watcher=False) for record in ending],
+                             consumeErrors=True).addCallback(lambda _: None)
+
+
+__all__ = ["PresenceService", "canonical_pres", "compose_documents", "empty_pidf", "SERVICE_ORIGIN"]
 

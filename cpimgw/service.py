@@ -5,7 +5,9 @@
 RFC 3861 resolver, the :class:`cpimgw.bus.Bus` and every enabled adapter
 (built by its ``IAdapterFactory`` plugin, design.md §3) as child services.
 
-Starting is asynchronous and ordered: start the bus -- which opens the store
+Starting is asynchronous and ordered: open the operators' status endpoint
+when ``[gateway] status_port`` is set (``/status`` JSON, ``/health``; on
+127.0.0.1 only), start the bus -- which opens the store
 first, then reloads the subscriptions and re-arms the presence timers
 (RFC 3859 §4.4.3) -- then start the adapters one after the other.  A step that fails is logged with what failed and why, what
 had started is stopped again, and ``on_start_failure`` is called -- by
@@ -38,6 +40,9 @@ log = Logger(namespace="cpimgw.service")
 
 #: The process exit status when the gateway fails to start.
 START_FAILURE_EXIT_CODE = 1
+
+#: The only address the operators' status endpoint (``[gateway] status_port``) binds.
+STATUS_INTERFACE = "127.0.0.1"
 
 
 def make_store(config: Config) -> Any:
@@ -164,6 +169,7 @@ class GatewayService(MultiService):
         self._bus_started = False
         self._adapters_started: list[Any] = []
         self._wrapped_observers: list[tuple[Any, Any]] = []
+        self.status_listener: Any = None
         for adapter in self.adapters:
             adapter.setServiceParent(self)
 
@@ -189,6 +195,22 @@ class GatewayService(MultiService):
 
     def _start(self) -> Deferred[None]:
         d: Deferred[Any] = succeed(None)
+
+        def open_status(_: object) -> Deferred[None] | None:
+            port = getattr(self.config.gateway, "status_port", 0)
+            if not port or self.reactor is None:
+                return None
+            step = maybeDeferred(self.reactor.listenTCP, port, status_site(self), interface=STATUS_INTERFACE)
+
+            def listening(listener: Any) -> None:
+                self.status_listener = listener
+                log.info("status endpoint on http://{host}:{port}/status and /health", host=STATUS_INTERFACE,
+                         port=port)
+
+            step.addCallback(listening)
+            return _labelled(step, f"opening the status endpoint on {STATUS_INTERFACE}:{port}")
+
+        d.addCallback(open_status)
 
         def start_bus(_: object) -> Deferred[None]:
             # Bus.start() opens the store (and reloads the subscriptions) before
@@ -292,8 +314,15 @@ class GatewayService(MultiService):
                 _log_error
             )
 
+        def close_status(_: object) -> Deferred[Any] | None:
+            listener, self.status_listener = self.status_listener, None
+            if listener is None:
+                return None
+            return maybeDeferred(listener.stopListening).addErrback(_log_error)
+
         d.addCallback(stop_adapters)
         d.addCallback(stop_bus)
+        d.addCallback(close_status)
         return d
 
     # signals ----------------------------------------------------------------
@@ -340,6 +369,76 @@ class GatewayService(MultiService):
             globalLogPublisher.addObserver(observer)
         self._wrapped_observers = []
         return result
+
+
+def health(service: "GatewayService") -> list[str]:
+    """What is down (empty when healthy): the gateway, the bus, an adapter not running or not connected."""
+    problems = []
+    if not service.running:
+        problems.append("gateway not running")
+    if not getattr(service.bus, "running", False):
+        problems.append("bus not running")
+    for adapter in service.adapters:
+        if not getattr(adapter, "running", False):
+            problems.append(f"adapter {adapter.name} not running")
+            continue
+        connected = getattr(adapter, "connected", None)
+        if callable(connected):
+            try:
+                connected = connected()
+            except Exception:
+                connected = False
+        if connected is not None and not connected:
+            problems.append(f"adapter {adapter.name} not connected")
+    return problems
+
+
+def status_site(service: "GatewayService") -> Any:
+    """The ``twisted.web`` site of the operators' endpoint: ``/status`` (JSON) and ``/health``."""
+    import json
+
+    from twisted.web import resource, server
+
+    class Health(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:  # noqa: N802 (Twisted name)
+            problems = health(service)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-store")
+            if problems:
+                request.setResponseCode(503)
+                return ("\n".join(problems) + "\n").encode("utf-8")
+            return b"ok\n"
+
+    class Status(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> Any:  # noqa: N802 (Twisted name)
+            def write(view: dict[str, Any]) -> None:
+                view = {"gateway": service.config.gateway.name, "healthy": not health(service),
+                        "problems": health(service), **view}
+                request.setHeader(b"content-type", b"application/json")
+                request.setHeader(b"cache-control", b"no-store")
+                request.write(json.dumps(view, indent=1, sort_keys=True).encode("utf-8") + b"\n")
+                request.finish()
+
+            def failed(reason: Failure) -> None:
+                log.failure("status view failed", reason)
+                request.setResponseCode(500)
+                request.write(b"status unavailable\n")
+                request.finish()
+
+            maybeDeferred(service.bus.snapshot).addCallbacks(write, failed)
+            return server.NOT_DONE_YET
+
+    root = resource.Resource()
+    root.putChild(b"status", Status())
+    root.putChild(b"health", Health())
+    site = server.Site(root)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
 
 
 def _one_line(error: BaseException) -> str:
@@ -420,6 +519,7 @@ def make_service(
         routes=dict(config.routing.domains),
         resolver=make_resolver(config),
         duplicate_ttl=config.bus.duplicate_ttl,
+        max_forwards=config.bus.max_forwards,
         default_duration=config.presence.default_duration,
         max_duration=config.presence.max_duration,
         adapter_labels=labels,

@@ -12,6 +12,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from cpimgw.bus import Bus, message_key
+from cpimgw.cpim.errors import ConfigError
 from cpimgw.cpim.operations import (
     Condition,
     Content,
@@ -77,6 +78,17 @@ class MessageTests(BusFixture, unittest.TestCase):
         self.assertIn("MaxForwards", response.reason)
         self.assertEqual(self.beta.delivered, [])
         self.assertEqual(self.bus.counters["loops"], 1)
+
+    def test_forged_huge_max_forwards_clamped(self) -> None:
+        """A message entering with more hops than [bus] max_forwards leaves with max_forwards - 1."""
+        response = self.dispatch(message(max_forwards=10**6, message_id="forged"))
+        self.assertIs(response.status, Status.SUCCESS)
+        self.assertEqual([op.max_forwards for op in self.beta.delivered], [119])
+        self.assertEqual(self.bus.counters["max_forwards_clamped"], 1)
+        # Within the limit: untouched (only decremented).
+        self.dispatch(message(max_forwards=120, message_id="fine"))
+        self.assertEqual([op.max_forwards for op in self.beta.delivered], [119, 119])
+        self.assertEqual(self.bus.counters["max_forwards_clamped"], 1)
 
     def test_unknown_domain(self) -> None:
         response = self.dispatch(message(destination="bob@nowhere.example"))
@@ -277,6 +289,22 @@ class RoutingTests(unittest.TestCase):
         self.route("far.example")
         self.assertEqual(len(self.resolver.questions), 3)
 
+    def test_resolver_cache_evicts_least_recently_used(self) -> None:
+        resolver = TableResolver({"a.example": "_sip", "b.example": "_sip", "c.example": "_sip"})
+        bus = make_bus(resolver=resolver, adapter_labels={"beta": ("_sip",)}, resolve_cache_size=2)
+        beta = RecordingAdapter("beta", ["beta.example"])
+        attach(bus, beta)
+        for domain in ("a.example", "b.example", "a.example", "c.example"):
+            self.assertIs(self.successResultOf(bus.adapter_for(domain)), beta)
+        # a was used after b: b was evicted for c, a was kept.
+        self.assertEqual([q[0] for q in resolver.questions], ["a.example", "b.example", "c.example"])
+        self.assertIs(self.successResultOf(bus.adapter_for("a.example")), beta)
+        self.assertEqual(len(resolver.questions), 3)
+        self.successResultOf(bus.adapter_for("b.example"))
+        self.assertEqual([q[0] for q in resolver.questions][-1], "b.example")
+        self.assertEqual(len(resolver.questions), 4)
+        self.successResultOf(bus.stop())
+
     def test_static_route_to_missing_adapter_is_no_route(self) -> None:
         self.bus.unregister(self.beta)
         self.assertIsNone(self.route("static.example"))
@@ -350,6 +378,43 @@ class LifecycleTests(unittest.TestCase):
         self.assertIs(other.status, Status.SUCCESS)
         self.assertEqual(len(beta2.delivered), 1)
         yield again.stop()
+
+    def test_max_forwards_limit_configurable(self) -> None:
+        bus = make_bus(max_forwards=3)
+        alpha, beta = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(bus, alpha, beta)
+        self.successResultOf(alpha.inject(message(max_forwards=200, message_id="a")))
+        self.successResultOf(alpha.inject(message(max_forwards=2, message_id="b")))
+        self.assertEqual([op.max_forwards for op in beta.delivered], [2, 1])
+        subscribe = Subscribe(pres_uri("a", "alpha.example"), pres_uri("b", "beta.example"), 60,
+                              max_forwards=70)
+        self.successResultOf(alpha.inject(subscribe))
+        self.assertEqual([op.max_forwards for op in beta.of_type(Subscribe)], [2])
+        self.assertEqual(bus.counters["max_forwards_clamped"], 2)
+        self.successResultOf(bus.stop())
+
+    def test_max_forwards_limit_validated(self) -> None:
+        for bad in (0, 256, -1, 2.5, True, "120"):
+            error = self.assertRaises(ConfigError, Bus, Clock(), MemoryStore(), DefaultPolicy(), max_forwards=bad)
+            self.assertEqual(error.key, "bus.max_forwards")
+        self.assertEqual(Bus(Clock(), MemoryStore(), DefaultPolicy()).max_forwards, 120)
+
+    def test_snapshot(self) -> None:
+        bus = make_bus()
+        alpha, beta = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(bus, alpha, beta)
+        alpha.startService()
+        beta.connected = False  # type: ignore[attr-defined]
+        self.successResultOf(alpha.inject(message(message_id="snap")))
+        view = self.successResultOf(bus.snapshot())
+        self.assertTrue(view["running"])
+        self.assertEqual(view["counters"]["delivered"], 1)
+        self.assertEqual(view["adapters"], {"alpha": {"running": True, "connected": None},
+                                            "beta": {"running": False, "connected": False}})
+        self.assertEqual(view["store"], {"subscriptions": 0, "presence": 0, "duplicate_keys": 1, "values": 0})
+        self.assertEqual(view["presence"], {"subscription_timers": 0, "publication_timers": 0})
+        self.successResultOf(bus.stop())
+        self.assertEqual(self.successResultOf(bus.snapshot())["store"], {})
 
     def test_subscribe_dispatched(self) -> None:
         bus = make_bus()

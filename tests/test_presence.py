@@ -350,6 +350,69 @@ class FanOutTests(PresenceFixture, unittest.TestCase):
         self.assertEqual(self.notifies(self.alpha)[-1].presence, CLOSED)
         self.assertEqual(self.notifies(self.gamma)[-1].presence, CLOSED)
 
+    def test_fan_out_writes_all_digests_in_one_store_call(self) -> None:
+        subs = [self.subscribe(600, watcher=pres_uri(f"w{i}", "alpha.example"))[0] for i in range(5)]
+        calls: list[dict[str, str]] = []
+        original = self.store.set_digests
+
+        def counting(digests):  # type: ignore[no-untyped-def]
+            calls.append(dict(digests))
+            return original(digests)
+
+        self.store.set_digests = counting  # type: ignore[method-assign]
+        puts: list[object] = []
+        self.patch(self.store, "put_subscription", lambda record: puts.append(record))
+        self.publish(OPEN, instance="desk")
+        self.assertEqual(calls, [{sub.subscript_id: document_digest(OPEN) for sub in subs}])
+        self.assertEqual(puts, [])
+        latest = self.notifies(self.alpha)[-5:]
+        self.assertEqual(sorted(n.subscript_id for n in latest), sorted(sub.subscript_id for sub in subs))
+        self.assertEqual({n.expires for n in latest}, {600})
+        self.assertEqual(len({n.trans_id for n in latest}), 5)
+        self.assertEqual({n.target for n in latest}, {BOB})
+
+    def test_fan_out_waits_for_adapters_that_answer_later(self) -> None:
+        from twisted.internet.defer import Deferred as _Deferred
+
+        a, _ = self.subscribe(600)
+        c, _ = self.subscribe(600, watcher=CAROL, source=self.gamma)
+        later: list[_Deferred] = []
+
+        def slow(op):  # type: ignore[no-untyped-def]
+            later.append(_Deferred())
+            return later[-1]
+
+        self.gamma.reply = slow
+        published = self.beta.inject(Publish(BOB, OPEN, instance="desk"))
+        self.assertNoResult(published)
+        self.assertEqual(self.notifies(self.alpha)[-1].presence, OPEN)
+        self.assertEqual(self.notifies(self.gamma)[-1].presence, OPEN)
+        later[0].callback(failure(self.notifies(self.gamma)[-1], Condition.GONE, "gone"))
+        self.assertIs(self.successResultOf(published).status, Status.SUCCESS)
+        self.assertIsNotNone(self.record(a.subscript_id))
+        self.assertIsNone(self.record(c.subscript_id))  # the watcher's network said it is gone
+
+    def test_fan_out_to_adapter_without_presence_capability_is_counted(self) -> None:
+        a, _ = self.subscribe(600)
+        from zope.interface import noLongerProvides
+
+        from cpimgw.interfaces import IPresence
+
+        noLongerProvides(self.alpha, IPresence)
+        self.publish(OPEN, instance="desk")
+        self.assertEqual(self.bus.counters["notify_undeliverable"], 1)
+        self.assertNotEqual(self.record(a.subscript_id).last_document_digest, document_digest(OPEN))
+
+    def test_fan_out_to_unregistered_origin_uses_the_route(self) -> None:
+        c, _ = self.subscribe(600, watcher=CAROL, source=self.gamma)
+        self.bus.unregister(self.gamma)
+        other = RecordingAdapter("gamma2", ["gamma.example"])
+        attach(self.bus, other)
+        self.publish(OPEN, instance="desk")
+        [notify] = other.of_type(Notify)
+        self.assertEqual((notify.subscript_id, notify.presence), (c.subscript_id, OPEN))
+        self.assertEqual(self.record(c.subscript_id).last_document_digest, document_digest(OPEN))
+
     def test_instances_compose_and_single_instance_is_untouched(self) -> None:
         self.subscribe(600)
         self.publish(OPEN, instance="desk")
@@ -420,6 +483,29 @@ class RestartTests(unittest.TestCase):
         yield bus2.stop()
 
     @inlineCallbacks
+    def test_publish_expiry_survives_restart(self):
+        path = os.path.abspath(self.mktemp()) + ".sqlite"
+        clock = Clock()
+        bus, alpha, beta = yield self.start_bus(clock, path)
+        yield beta.inject(Publish(BOB, OPEN, instance="desk", expires=100))
+        yield bus.stop()
+        clock.advance(40)
+        bus2 = Bus(clock, SQLiteStore(path), DefaultPolicy(max_duration=3600))
+        alpha2, beta2 = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
+        attach(bus2, alpha2, beta2)
+        yield bus2.start()
+        self.assertEqual(bus2.presence.published_expiries(), {("pres:bob@beta.example", "desk"): 100.0})
+        yield alpha2.inject(Subscribe(ALICE, BOB, 600))
+        yield self.delivered(alpha2, Notify)
+        alpha2.clear()
+        clock.advance(60)
+        [notify] = yield self.delivered(alpha2, Notify)
+        self.assertEqual(pidf.parse_pidf(notify.presence.body).tuples, ())
+        self.assertEqual((yield bus2.store.get_presence(BOB)), {})
+        self.assertEqual(bus2.counters["presence_expired"], 1)
+        yield bus2.stop()
+
+    @inlineCallbacks
     def test_expired_while_down_terminates_at_start(self):
         path = os.path.abspath(self.mktemp()) + ".sqlite"
         clock = Clock()
@@ -440,6 +526,51 @@ class RestartTests(unittest.TestCase):
         self.assertEqual(bus2.presence.armed(), {})
         self.assertEqual(bus2.counters["subscriptions_expired"], 1)
         yield bus2.stop()
+
+
+class PublishExpiryTests(PresenceFixture, unittest.TestCase):
+    def test_instance_withdrawn_when_it_runs_out(self) -> None:
+        self.subscribe(3600)
+        self.successResultOf(self.beta.inject(Publish(BOB, OPEN, instance="desk", expires=60)))
+        self.successResultOf(self.beta.inject(Publish(BOB, PHONE, instance="phone")))
+        settle(self.bus)
+        self.assertEqual(self.bus.presence.published_expiries(), {("pres:bob@beta.example", "desk"): 60.0})
+        before = len(self.notifies(self.alpha))
+        self.reactor.advance(59)
+        self.assertEqual(len(self.notifies(self.alpha)), before)
+        self.reactor.advance(1)
+        settle(self.bus)
+        self.assertEqual(self.successResultOf(self.store.get_presence(BOB)), {"phone": PHONE})
+        latest = self.notifies(self.alpha)[-1]
+        self.assertEqual((latest.presence, latest.state), (PHONE, SubscriptionState.ACTIVE))
+        self.assertEqual(self.bus.counters["presence_expired"], 1)
+        self.assertEqual(self.bus.presence.published_expiries(), {})
+
+    def test_last_instance_running_out_sends_an_empty_document(self) -> None:
+        self.subscribe(3600)
+        self.successResultOf(self.beta.inject(Publish(BOB, OPEN, instance="desk", expires=30)))
+        self.reactor.advance(30)
+        settle(self.bus)
+        self.assertEqual(self.successResultOf(self.store.get_presence(BOB)), {})
+        latest = self.notifies(self.alpha)[-1]
+        self.assertEqual(latest.presence.media_type, MEDIA_PIDF)
+        document = pidf.parse_pidf(latest.presence.body)
+        self.assertEqual(str(document.entity), "pres:bob@beta.example")
+        self.assertEqual(list(document.tuples), [])
+
+    def test_refresh_and_withdraw_rearm(self) -> None:
+        self.successResultOf(self.beta.inject(Publish(BOB, OPEN, instance="desk", expires=30)))
+        self.reactor.advance(20)
+        self.successResultOf(self.beta.inject(Publish(BOB, CLOSED, instance="desk", expires=30)))
+        self.reactor.advance(20)  # the first expiry time has passed: the refresh holds
+        self.assertEqual(self.successResultOf(self.store.get_presence(BOB)), {"desk": CLOSED})
+        self.reactor.advance(10)
+        self.assertEqual(self.successResultOf(self.store.get_presence(BOB)), {})
+        self.successResultOf(self.beta.inject(Publish(BOB, OPEN, instance="desk", expires=30)))
+        self.successResultOf(self.beta.inject(Publish(BOB, OPEN, instance="desk")))  # no expiry any more
+        self.assertEqual(self.bus.presence.published_expiries(), {})
+        self.reactor.advance(100)
+        self.assertEqual(self.successResultOf(self.store.get_presence(BOB)), {"desk": OPEN})
 
 
 class StopTests(PresenceFixture, unittest.TestCase):

@@ -195,6 +195,10 @@ class ServiceTests(TestCase):
         self.assertEqual(adapter.name, "echo")
         self.successResultOf(svc.stopService())
 
+    def test_bus_max_forwards_wired(self) -> None:
+        self.assertEqual(self.build().bus.max_forwards, 120)
+        self.assertEqual(self.build({"bus": {"max_forwards": 7}}).bus.max_forwards, 7)
+
     def test_log_level(self) -> None:
         from twisted.logger import Logger
 
@@ -221,3 +225,91 @@ class ServiceTests(TestCase):
 
         self.assertEqual(adapter_addresses(Plain()), ["udp:127.0.0.1:5060"])
         self.assertEqual(adapter_addresses(Nothing()), [])
+
+
+def free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class StatusEndpointTests(TestCase):
+    """The operators' endpoint, fetched with a real HTTP request on 127.0.0.1."""
+
+    def setUp(self) -> None:
+        self.plugin: Any = install_test_plugin(self)
+        self.factories = {"echo": self.plugin.echo}
+        self.failures: list[Failure] = []
+
+    def build(self, port: int) -> GatewayService:
+        from twisted.internet import reactor
+
+        config = from_mapping({"store": {"kind": "memory"}, "routing": {"srv_fallback": False},
+                               "gateway": {"status_port": port, "name": "gw-test"}},
+                              "test.toml", factories=self.factories)
+        return make_service(config, reactor, factories=self.factories, store=MemoryStore(),
+                            on_start_failure=self.failures.append)
+
+    def get(self, port: int, path: str) -> Deferred:
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, readBody
+
+        def read(response: Any) -> Deferred:
+            return readBody(response).addCallback(lambda body: (response.code, body))
+
+        d = Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+        return d.addCallback(read).addTimeout(10, reactor)
+
+    async def test_status_and_health(self) -> None:
+        import json
+
+        port = free_loopback_port()
+        svc = self.build(port)
+        svc.startService()
+        await svc.started
+        self.assertEqual(svc.status_listener.getHost().host, "127.0.0.1")
+        code, body = await self.get(port, "/health")
+        self.assertEqual((code, body), (200, b"ok\n"))
+        svc.bus.counters["dispatched"] += 3
+        code, body = await self.get(port, "/status")
+        self.assertEqual(code, 200)
+        view = json.loads(body)
+        self.assertEqual(view["gateway"], "gw-test")
+        self.assertTrue(view["healthy"])
+        self.assertEqual(view["counters"]["dispatched"], 3)
+        self.assertEqual(view["adapters"], {"echo": {"running": True, "connected": None}})
+        self.assertEqual(view["store"], {"subscriptions": 0, "presence": 0, "duplicate_keys": 0, "values": 0})
+        # An adapter that says it lost its network makes the gateway unhealthy.
+        adapter = svc.adapters[0]
+        adapter.connected = False
+        code, body = await self.get(port, "/health")
+        self.assertEqual((code, body), (503, b"adapter echo not connected\n"))
+        self.assertEqual(json.loads((await self.get(port, "/status"))[1])["adapters"]["echo"]["connected"], False)
+        await svc.stopService()
+        self.assertIsNone(svc.status_listener)
+        from twisted.internet.error import ConnectError
+
+        with self.assertRaises(ConnectError):
+            await self.get(port, "/health")
+
+    def test_off_by_default(self) -> None:
+        config = from_mapping({"store": {"kind": "memory"}, "routing": {"srv_fallback": False}},
+                              factories=self.factories)
+        self.assertEqual(config.gateway.status_port, 0)
+        reactor = MemoryReactorClock()
+        svc = make_service(config, reactor, factories=self.factories, store=MemoryStore(),
+                           on_start_failure=self.failures.append)
+        svc.startService()
+        from twisted.web.server import Site
+
+        self.assertEqual([server for server in reactor.tcpServers if isinstance(server[1], Site)], [])
+        self.assertIsNone(svc.status_listener)
+        self.successResultOf(svc.stopService())
+
+    def test_bad_status_port_refused(self) -> None:
+        for bad in (-1, 70000, "80", True):
+            error = self.assertRaises(ConfigError, from_mapping, {"gateway": {"status_port": bad}},
+                                      factories=self.factories)
+            self.assertEqual(error.key, "gateway.status_port")

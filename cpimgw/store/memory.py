@@ -12,7 +12,7 @@ Every method returns an already fired ``Deferred``.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -20,7 +20,13 @@ from zope.interface import implementer
 from cpimgw.cpim.operations import Content
 from cpimgw.cpim.uri import CPIMURI
 from cpimgw.interfaces import IStore
-from cpimgw.store.records import PresenceRecord, SubscriptionRecord, principal_key
+from cpimgw.store.records import (
+    PresenceRecord,
+    SubscriptionRecord,
+    check_value_arguments,
+    principal_key,
+    store_seconds,
+)
 
 
 def _instance_key(instance: str | None) -> str:
@@ -44,10 +50,16 @@ class MemoryStore:
     ``open`` and ``close`` may be called more than once; closing keeps the
     data (a closed and reopened ``MemoryStore`` still knows everything,
     which is what a restart looks like inside one test process).
+
+    :param clock: the ``IReactorTime`` whose ``seconds()`` tells whether an
+        adapter value has expired when no ``now`` is given; ``None`` until the
+        bus sets its reactor (then the global reactor is used).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Any = None) -> None:
         self.opened = False
+        self.clock = clock
+        self._values: dict[str, dict[str, tuple[bytes, float | None]]] = {}
         self._subscriptions: dict[str, SubscriptionRecord] = {}
         self._by_target: dict[str, dict[str, None]] = {}
         self._by_watcher: dict[str, dict[str, None]] = {}
@@ -74,6 +86,19 @@ class MemoryStore:
         self._by_target.setdefault(record.target, {})[record.subscript_id] = None
         self._by_watcher.setdefault(record.watcher, {})[record.subscript_id] = None
         return succeed(None)
+
+    def set_digests(self, digests: Mapping[str, str]) -> Deferred[int]:
+        subscriptions = self._subscriptions
+        changed = 0
+        for subscript_id, digest in digests.items():
+            record = subscriptions.get(subscript_id)
+            if record is not None and record.last_document_digest != digest:
+                subscriptions[subscript_id] = SubscriptionRecord(  # positional: a fan-out does 10,000 of these
+                    record.subscript_id, record.watcher, record.target, record.watcher_origin,
+                    record.watcher_instance, record.expires_at, record.state, record.created_at, digest,
+                    record.target_origin)
+                changed += 1
+        return succeed(changed)
 
     def _unindex(self, subscript_id: str) -> SubscriptionRecord | None:
         old = self._subscriptions.pop(subscript_id, None)
@@ -115,15 +140,26 @@ class MemoryStore:
     # -- presence ----------------------------------------------------------
 
     def put_presence(
-        self, presentity: CPIMURI | str, instance: str | None, document: Content, updated_at: float
+        self, presentity: CPIMURI | str, instance: str | None, document: Content, updated_at: float,
+        expires_at: float | None = None,
     ) -> Deferred[None]:
         key = principal_key(presentity)
         record = PresenceRecord(
             key, _instance_key(instance), document.media_type, bytes(document.body), float(updated_at),
-            tuple(document.parameters),
+            tuple(document.parameters), None if expires_at is None else float(expires_at),
         )
         self._presence.setdefault(key, {})[record.instance] = record
         return succeed(None)
+
+    def presence_expiries(self) -> Deferred[list[tuple[str, str, float]]]:
+        found = [
+            (record.presentity, record.instance, record.expires_at)
+            for instances in self._presence.values()
+            for record in instances.values()
+            if record.expires_at is not None
+        ]
+        found.sort(key=lambda item: (item[2], item[0], item[1]))
+        return succeed(found)  # type: ignore[arg-type]
 
     def get_presence(self, presentity: CPIMURI | str) -> Deferred[dict[str, Content]]:
         return succeed(order_presence(self._presence.get(principal_key(presentity), {}).values()))
@@ -153,16 +189,62 @@ class MemoryStore:
         old = [key for key, expires_at in self._keys.items() if expires_at <= now]
         for key in old:
             del self._keys[key]
-        return succeed(len(old))
+        dropped = len(old)
+        for scope in list(self._values):
+            entries = self._values[scope]
+            stale = [key for key, (_, at) in entries.items() if at is not None and at <= now]
+            for key in stale:
+                del entries[key]
+            dropped += len(stale)
+            if not entries:
+                del self._values[scope]
+        return succeed(dropped)
+
+    # -- adapter state -----------------------------------------------------
+
+    def _now(self, now: float | None) -> float:
+        return float(now) if now is not None else store_seconds(self.clock)
+
+    def put_value(self, scope: str, key: str, value: bytes, expires_at: float | None = None) -> Deferred[None]:
+        check_value_arguments(scope, key, value, expires_at)
+        self._values.setdefault(scope, {})[key] = (
+            bytes(value), None if expires_at is None else float(expires_at))
+        return succeed(None)
+
+    def get_value(self, scope: str, key: str, now: float | None = None) -> Deferred[bytes | None]:
+        check_value_arguments(scope, key)
+        entry = self._values.get(scope, {}).get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= self._now(now)):
+            return succeed(None)
+        return succeed(entry[0])
+
+    def get_values(self, scope: str, now: float | None = None) -> Deferred[dict[str, bytes]]:
+        check_value_arguments(scope)
+        moment = self._now(now)
+        entries = self._values.get(scope, {})
+        return succeed({
+            key: entries[key][0]
+            for key in sorted(entries)
+            if entries[key][1] is None or entries[key][1] > moment  # type: ignore[operator]
+        })
+
+    def remove_value(self, scope: str, key: str) -> Deferred[bool]:
+        check_value_arguments(scope, key)
+        entries = self._values.get(scope, {})
+        removed = entries.pop(key, None) is not None
+        if not entries:
+            self._values.pop(scope, None)
+        return succeed(removed)
 
     # -- for tests and the admin view --------------------------------------
 
     def counts(self) -> Deferred[dict[str, int]]:
-        """How many subscriptions, presence instances and duplicate keys are held."""
+        """How many subscriptions, presence instances, duplicate keys and adapter values are held."""
         return succeed({
             "subscriptions": len(self._subscriptions),
             "presence": sum(len(instances) for instances in self._presence.values()),
             "duplicate_keys": len(self._keys),
+            "values": sum(len(entries) for entries in self._values.values()),
         })
 
 

@@ -111,6 +111,8 @@ class PresenceRecord:
     :ivar body: the document's octets, never re-serialised.
     :ivar updated_at: reactor seconds of the last change.
     :ivar parameters: the Content-Type parameters of the document.
+    :ivar expires_at: when a publish with ``expires`` runs out (reactor
+        seconds), ``None`` for never.
     """
 
     presentity: str
@@ -119,6 +121,7 @@ class PresenceRecord:
     body: bytes
     updated_at: float
     parameters: tuple[tuple[str, str], ...] = ()
+    expires_at: float | None = None
 
     @property
     def document(self) -> Content:
@@ -131,3 +134,28 @@ class DuplicateKey:
 
     key: str
     expires_at: float
+
+
+def check_value_arguments(
+    scope: object, key: object = "", value: object = b"", expires_at: object = None
+) -> None:
+    """Check the arguments of the ``IStore`` adapter-state methods (``put_value`` and friends).
+
+    :raise TypeError: ``scope``/``key`` not ``str``, ``value`` not ``bytes``,
+        ``expires_at`` neither ``None`` nor a number.
+    """
+    if not isinstance(scope, str):
+        raise TypeError(f"scope must be str, not {type(scope).__name__}")
+    if not isinstance(key, str):
+        raise TypeError(f"key must be str, not {type(key).__name__}")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"value must be bytes, not {type(value).__name__}")
+    if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))):
+        raise TypeError(f"expires_at must be a number or None, not {type(expires_at).__name__}")
+
+
+def store_seconds(clock: object) -> float:
+    """``clock.seconds()``, or the global reactor's when ``clock`` is ``None``."""
+    if clock is None:
+        from twisted.internet import reactor as clock  # type: ignore[no-redef]
+    return float(clock.seconds())  # type: ignore[attr-defined]

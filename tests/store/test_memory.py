@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -103,6 +104,20 @@ class StoreContractMixin:
         self.assertEqual(found, [record(state=ACTIVE, expires_at=2000.5)])
 
     @inlineCallbacks
+    def test_set_digests_in_one_call(self):
+        yield self.store.put_subscription(record("s1", last_document_digest="old"))
+        yield self.store.put_subscription(record("s2", watcher="pres:carol@gamma.example"))
+        yield self.store.put_subscription(record("s3", watcher="pres:dave@gamma.example",
+                                                 last_document_digest="same"))
+        changed = yield self.store.set_digests({"s1": "new", "s2": "new", "s3": "same", "gone": "new"})
+        self.assertEqual(changed, 2)
+        self.assertEqual((yield self.store.get_subscription("s1")), record("s1", last_document_digest="new"))
+        self.assertEqual((yield self.store.get_subscription("s2")),
+                         record("s2", watcher="pres:carol@gamma.example", last_document_digest="new"))
+        self.assertIsNone((yield self.store.get_subscription("gone")))
+        self.assertEqual((yield self.store.set_digests({})), 0)
+
+    @inlineCallbacks
     def test_remove_subscription(self):
         yield self.store.put_subscription(record())
         self.assertTrue((yield self.store.remove_subscription("s1")))
@@ -154,6 +169,17 @@ class StoreContractMixin:
         self.assertEqual(got.media_type, "application/pidf+xml")
 
     @inlineCallbacks
+    def test_presence_expiries(self):
+        yield self.store.put_presence("pres:b@example.com", "desk", PIDF_A, 1.0, expires_at=90.0)
+        yield self.store.put_presence("pres:a@example.com", "", PIDF_A, 1.0, expires_at=50.0)
+        yield self.store.put_presence("pres:a@example.com", "phone", PIDF_B, 1.0)
+        self.assertEqual((yield self.store.presence_expiries()),
+                         [("pres:a@example.com", "", 50.0), ("pres:b@example.com", "desk", 90.0)])
+        yield self.store.put_presence("pres:b@example.com", "desk", PIDF_A, 2.0)  # re-published without expiry
+        self.assertEqual((yield self.store.presence_expiries()), [("pres:a@example.com", "", 50.0)])
+        self.assertEqual((yield self.store.get_presence("pres:a@example.com")), {"": PIDF_A, "phone": PIDF_B})
+
+    @inlineCallbacks
     def test_remember_is_atomic_once(self):
         self.assertTrue((yield self.store.remember("k", 100.0, 50.0)))
         self.assertFalse((yield self.store.remember("k", 120.0, 50.0)))
@@ -183,7 +209,9 @@ class StoreContractMixin:
         yield self.store.put_subscription(record())
         yield self.store.put_presence("pres:u@example.com", "i", PIDF_A, 5.0)
         yield self.store.remember("a", 0.0, 10.0)
-        self.assertEqual((yield self.store.counts()), {"subscriptions": 1, "presence": 1, "duplicate_keys": 1})
+        yield self.store.put_value("prim.lease", "k", b"v")
+        self.assertEqual((yield self.store.counts()),
+                         {"subscriptions": 1, "presence": 1, "duplicate_keys": 1, "values": 1})
 
     @inlineCallbacks
     def test_survives_close_and_reopen(self):
@@ -201,6 +229,101 @@ class StoreContractMixin:
 
     def test_put_rejects_other_types(self) -> None:
         self.assertRaises(TypeError, self.store.put_subscription, ("s1", "w", "t"))
+
+    # -- adapter state (put_value / get_value / get_values / remove_value) --
+
+    @inlineCallbacks
+    def test_value_round_trip_exact_octets(self):
+        value = bytes(range(256)) + b"\x00\r\n"
+        self.assertIsNone((yield self.store.put_value("prim.lease", "alice@example.com", value)))
+        self.assertEqual((yield self.store.get_value("prim.lease", "alice@example.com")), value)
+        self.assertIsNone((yield self.store.get_value("prim.lease", "bob@example.com")))
+        self.assertIsNone((yield self.store.get_value("prim.acl", "alice@example.com")))
+
+    @inlineCallbacks
+    def test_value_put_replaces(self):
+        yield self.store.put_value("s", "k", b"one", expires_at=50.0)
+        yield self.store.put_value("s", "k", b"two")
+        self.assertEqual((yield self.store.get_value("s", "k", now=100.0)), b"two")
+        self.assertEqual((yield self.store.get_values("s")), {"k": b"two"})
+
+    @inlineCallbacks
+    def test_values_of_scope_sorted_and_separate(self):
+        yield self.store.put_value("xmpp.sub", "b", b"2")
+        yield self.store.put_value("xmpp.sub", "a", b"1")
+        yield self.store.put_value("xmpp.subx", "a", b"other scope")
+        yield self.store.put_value("sip.dialog", "a", b"3")
+        found = yield self.store.get_values("xmpp.sub")
+        self.assertEqual(list(found.items()), [("a", b"1"), ("b", b"2")])
+        self.assertEqual((yield self.store.get_values("none")), {})
+
+    @inlineCallbacks
+    def test_remove_value(self):
+        yield self.store.put_value("s", "k", b"v")
+        self.assertTrue((yield self.store.remove_value("s", "k")))
+        self.assertFalse((yield self.store.remove_value("s", "k")))
+        self.assertIsNone((yield self.store.get_value("s", "k")))
+        self.assertEqual((yield self.store.get_values("s")), {})
+
+    @inlineCallbacks
+    def test_expired_values_hidden_then_purged(self):
+        yield self.store.put_value("s", "short", b"1", expires_at=100.0)
+        yield self.store.put_value("s", "long", b"2", expires_at=200.0)
+        yield self.store.put_value("s", "forever", b"3")
+        self.assertEqual((yield self.store.get_value("s", "short", now=99.5)), b"1")
+        self.assertIsNone((yield self.store.get_value("s", "short", now=100.0)))
+        self.assertEqual((yield self.store.get_values("s", now=150.0)), {"forever": b"3", "long": b"2"})
+        # Hidden is not yet gone: expire(now) purges and counts them.
+        self.assertEqual((yield self.store.counts())["values"], 3)
+        self.assertEqual((yield self.store.expire(150.0)), 1)
+        self.assertEqual((yield self.store.counts())["values"], 2)
+        self.assertFalse((yield self.store.remove_value("s", "short")))
+        self.assertEqual((yield self.store.expire(1e12)), 1)
+        self.assertEqual((yield self.store.get_values("s", now=1e12)), {"forever": b"3"})
+
+    @inlineCallbacks
+    def test_value_expiry_uses_the_store_clock(self):
+        clock = Clock()
+        clock.advance(1000.0)
+        self.store.clock = clock
+        yield self.store.put_value("s", "k", b"v", expires_at=1030.0)
+        self.assertEqual((yield self.store.get_value("s", "k")), b"v")
+        clock.advance(30.0)
+        self.assertIsNone((yield self.store.get_value("s", "k")))
+        self.assertEqual((yield self.store.get_values("s")), {})
+
+    def test_bus_gives_its_clock_to_a_store_without_one(self) -> None:
+        from cpimgw.bus import Bus
+        from cpimgw.policy import DefaultPolicy
+
+        clock = Clock()
+        self.store.clock = None
+        Bus(clock, self.store, DefaultPolicy())
+        self.assertIs(self.store.clock, clock)
+        own = Clock()
+        self.store.clock = own
+        Bus(clock, self.store, DefaultPolicy())
+        self.assertIs(self.store.clock, own)
+
+    def test_value_argument_types(self) -> None:
+        self.assertRaises(TypeError, self.store.put_value, "s", "k", "text, not bytes")
+        self.assertRaises(TypeError, self.store.put_value, "s", b"k", b"v")
+        self.assertRaises(TypeError, self.store.put_value, None, "k", b"v")
+        self.assertRaises(TypeError, self.store.put_value, "s", "k", b"v", expires_at="soon")
+        self.assertRaises(TypeError, self.store.get_value, "s", 1)
+        self.assertRaises(TypeError, self.store.get_values, 1)
+        self.assertRaises(TypeError, self.store.remove_value, "s", None)
+
+    @inlineCallbacks
+    def test_values_survive_close_and_reopen(self):
+        yield self.store.put_value("prim.lease", "alice", b"lease-1", expires_at=5000.0)
+        yield self.store.put_value("prim.lease", "bob", b"lease-2")
+        yield self.store.close()
+        self.store = self.reopen()
+        yield self.store.open()
+        self.assertEqual((yield self.store.get_values("prim.lease", now=10.0)),
+                         {"alice": b"lease-1", "bob": b"lease-2"})
+        self.assertEqual((yield self.store.get_values("prim.lease", now=5000.0)), {"bob": b"lease-2"})
 
 
 class MemoryStoreTests(StoreContractMixin, unittest.TestCase):
