@@ -1141,8 +1141,12 @@ def build_message(
     Headers are written From, To..., cc..., DateTime, Subject..., NS...,
     Require, extensions; one SP after each colon, CRLF, escapes only where
     §2.3.1 requires them, display names as tokens when they can be, else
-    quoted.  The result is parsed back, so the returned message's values and
-    octets are exactly what a receiver will see.
+    quoted.  The returned message is exactly what :func:`parse_message` gives
+    for its octets (same values, lines, offsets): it is built directly from
+    what was written (every value is checked as it is written), and only an
+    unusual message -- an extension in the core namespace, more lines than
+    the parser's default ``max_headers``, a URI the CPIM URI parser refuses
+    -- is parsed back, so that its error is the parser's own.
 
     :param sender: the From URI (``CPIMURI``, URI text or ``CPIMAddress``).
     :param recipients: the To addresses (at least one).
@@ -1159,29 +1163,46 @@ def build_message(
     :param content_headers: further encapsulated MIME headers (name, value).
     :raise MessageFormatError: for a value that cannot be written.
     """
-    lines = []
-    display, uri = _address_parts(sender, sender_name)
-    lines.append("From: " + _format_address(display, uri))
+    # Each entry: (line text, name as written, prefix, namespace, local name,
+    # params, raw value, structured value or _ADDRESS for an address).
+    entries: list[tuple[str, str, str | None, str, str, tuple[tuple[str, str], ...], str, object]] = []
+    core = CORE_NAMESPACE
+
+    def address_entry(name: str, display: str | None, uri: str) -> None:
+        value = _format_address(display, uri)
+        entries.append((f"{name}: {value}", name, None, core, name, (), value, (_ADDRESS, display, uri)))
+
+    address_entry("From", *_address_parts(sender, sender_name))
     if not recipients:
         raise MessageFormatError("a message needs at least one To address")
     for recipient in recipients:
-        lines.append("To: " + _format_address(*_address_parts(recipient, None)))
+        address_entry("To", *_address_parts(recipient, None))
     for copy in cc:
-        lines.append("cc: " + _format_address(*_address_parts(copy, None)))
+        address_entry("cc", *_address_parts(copy, None))
     if date_time is not None:
         try:
             if isinstance(date_time, str):
-                parse_date_time(text := date_time)
+                instant = parse_date_time(text := date_time)
             else:
                 text = format_date_time(date_time)
+                instant = parse_date_time(text)
         except ValueError as error:
             raise MessageFormatError(f"DateTime: {error}") from None
-        lines.append("DateTime: " + text)
+        entries.append(("DateTime: " + text, "DateTime", None, core, "DateTime", (), text,
+                        CPIMDateTime(text, instant)))
+    subject_langs: set[str] = set()
+    duplicate_subject = False
     for lang, subject in subjects:
-        lines.append("Subject" + ":" + _format_params([("lang", lang)] if lang else []) + " " + _format_value(subject, "a Subject"))
+        params = (("lang", lang),) if lang else ()
+        value = _format_value(subject, "a Subject")
+        entries.append(("Subject" + ":" + _format_params(params) + " " + value, "Subject", None, core, "Subject",
+                        params, value, None))
+        key = (lang or "i-default").lower()
+        duplicate_subject = duplicate_subject or key in subject_langs
+        subject_langs.add(key)
     prefixes: dict[str, str | None] = {CORE_NAMESPACE: None}
     taken: set[str] = set()
-    ns_lines: list[str] = []
+    ns_entries: list[tuple[str, str, str | None, str, str, tuple[tuple[str, str], ...], str, object]] = []
 
     def prefix_for(namespace: str, preferred: str) -> str | None:
         if namespace in prefixes:
@@ -1195,16 +1216,23 @@ def build_message(
             prefix, number = f"{preferred}{number}", number + 1
         taken.add(prefix)
         prefixes[namespace] = prefix
-        ns_lines.append(f"NS: {prefix} <{namespace}>")
+        value = f"{prefix} <{namespace}>"
+        ns_entries.append(("NS: " + value, "NS", None, core, "NS", (), value, NSDeclaration(prefix, namespace)))
         return prefix
 
-    extension_lines = []
+    extension_entries = []
+    unusual = duplicate_subject
     for namespace, preferred, name, value, params in extensions:
         if not _NAME_RE.match(name):
             raise MessageFormatError(f"header name {name!r} is not a Name (§3.6)")
         prefix = prefix_for(namespace, preferred)
         written = name if prefix is None else f"{prefix}.{name}"
-        extension_lines.append(written + ":" + _format_params(params) + " " + _format_value(value, written))
+        raw_value = _format_value(value, written)
+        param_text = _format_params(params)
+        keys = [key for key, _ in params]
+        unusual = unusual or namespace == CORE_NAMESPACE or len(set(keys)) != len(keys)
+        extension_entries.append((written + ":" + param_text + " " + raw_value, written, prefix, namespace, name,
+                                  tuple((key, str(param)) for key, param in params), raw_value, None))
     required = []
     for entry in require:
         if entry.startswith("{") and "}" in entry:
@@ -1214,22 +1242,49 @@ def build_message(
         if not _REQUIRE_RE.match(entry):
             raise MessageFormatError(f"{entry!r} is not a Header-name for Require (§3.5)")
         required.append(entry)
-    lines.extend(ns_lines)
+    entries.extend(ns_entries)
     if required:
-        lines.append("Require: " + ",".join(required))
-    lines.extend(extension_lines)
+        value = ",".join(required)
+        entries.append(("Require: " + value, "Require", None, core, "Require", (), value, tuple(required)))
+    entries.extend(extension_entries)
     _check_mime_value("Content-Type", content_type)
     mime = ["Content-Type: " + content_type]
+    mime_pairs = [("Content-Type", content_type.strip(" \t"))]
     for name, value in content_headers:
         if name.lower() == "content-type":
             raise MessageFormatError("give the Content-Type as content_type, not in content_headers")
         _check_mime_value(name, value)
         mime.append(f"{name}: {value}")
-    data = (
-        "\r\n".join(lines).encode("utf-8")
-        + b"\r\n\r\n"
-        + "\r\n".join(mime).encode("utf-8")
-        + b"\r\n\r\n"
-        + bytes(body)
-    )
+        mime_pairs.append((name, value.strip(" \t")))
+    head = "\r\n".join(entry[0] for entry in entries).encode("utf-8")
+    mime_octets = "\r\n".join(mime).encode("utf-8")
+    data = head + b"\r\n\r\n" + mime_octets + b"\r\n\r\n" + bytes(body)
+    if unusual or len(entries) + len(mime) > MAX_HEADERS:
+        return _parse_built(data, required)
+    headers = []
+    offset = 0
+    for number, (text, name, prefix, namespace, local, params, raw_value, parsed) in enumerate(entries, 1):
+        raw = text.encode("utf-8")
+        if type(parsed) is tuple and parsed and parsed[0] is _ADDRESS:
+            _, display, uri = parsed
+            cpim_uri = None
+            if uri.partition(":")[0].lower() in SCHEMES:
+                try:
+                    cpim_uri = _parse_cpim_uri(uri)
+                except URIError:
+                    return _parse_built(data, required)  # the parser's own error, with its offset
+            parsed = CPIMAddress(display, uri, cpim_uri)
+        headers.append(CPIMHeader(raw, name, prefix, namespace, local, params, raw_value,
+                                  decode_escapes(raw_value), number, offset, parsed))  # type: ignore[arg-type]
+        offset += len(raw) + 2
+    body_offset = len(head) + 4 + len(mime_octets) + 4
+    return CPIMMessage((), tuple(headers), tuple(mime_pairs), data[body_offset:], data, body_offset)
+
+
+#: Marks an address entry in :func:`build_message` (its CPIMAddress is made last).
+_ADDRESS = object()
+
+
+def _parse_built(data: bytes, required: list[str]) -> CPIMMessage:
+    """The slow path of :func:`build_message`: parse what was written."""
     return parse_message(data, max_size=max(len(data), MAX_SIZE), understood=frozenset(required))

@@ -4,15 +4,24 @@
 copies the db_text schema, starts ``kamailio -DD -E`` with a free UDP port,
 and ``stop()`` kills it by PID.  ``started`` fires once the port is bound
 (bounded polling on the reactor clock).
+
+With ``auth=DigestAuth(realm, from_domain, users)`` Kamailio also loads
+``auth`` + ``auth_db`` on db_text (a ``subscriber`` table written from
+``users``) and challenges (401, qop=auth) every request whose From domain is
+``from_domain`` -- initial and in-dialog -- logging ``AUTH OK <method>
+<user>`` for each accepted one; a MESSAGE is then answered 200.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import socket
-from typing import Any
+from typing import Any, Mapping
+
+import attrs
 
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -44,7 +53,7 @@ loadmodule "xlog.so"
 loadmodule "db_text.so"
 loadmodule "presence.so"
 loadmodule "presence_xml.so"
-
+{auth_modules}
 modparam("presence", "db_url", "text://{db}")
 modparam("presence", "subs_db_mode", 0)
 modparam("presence", "publ_cache", 2)
@@ -56,7 +65,7 @@ modparam("presence_xml", "integrated_xcap_server", 0)
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     xlog("L_INFO", "$rm $ru from $si:$sp\\n");
-    if (is_method("PUBLISH|SUBSCRIBE")) {{
+{auth_route}    if (is_method("PUBLISH|SUBSCRIBE")) {{
         if (!t_newtran()) {{ sl_reply_error(); exit; }}
         if (is_method("PUBLISH")) {{ handle_publish(); }}
         else {{ handle_subscribe(); }}
@@ -68,12 +77,49 @@ request_route {{
 }}
 """
 
+AUTH_MODULES = """loadmodule "auth.so"
+loadmodule "auth_db.so"
+modparam("auth_db", "db_url", "text://{db}")
+modparam("auth_db", "calculate_ha1", 0)
+modparam("auth_db", "use_domain", 0)
+"""
+
+AUTH_ROUTE = """    if ($fd == "{from_domain}") {{
+        if (!auth_check("{realm}", "subscriber", "0")) {{ auth_challenge("{realm}", "1"); exit; }}
+        xlog("L_INFO", "AUTH OK $rm $au\\n");
+        consume_credentials();
+        if (is_method("MESSAGE")) {{ sl_send_reply("200", "OK"); exit; }}
+    }}
+"""
+
+
+@attrs.frozen
+class DigestAuth:
+    """Kamailio challenges requests From ``from_domain`` in ``realm``; ``users`` = {name: password}."""
+
+    realm: str
+    from_domain: str
+    users: Mapping[str, str]
+
+
+def write_subscribers(db: str, auth: DigestAuth) -> None:
+    """The db_text ``subscriber`` table (ha1 = MD5(user:realm:password), RFC 2617)."""
+    rows = ["id(int,auto) username(string) domain(string) password(string) ha1(string) ha1b(string) "]
+    for number, (user, password) in enumerate(sorted(auth.users.items()), start=1):
+        ha1 = hashlib.md5(f"{user}:{auth.realm}:{password}".encode()).hexdigest()  # noqa: S324
+        ha1b = hashlib.md5(f"{user}@{auth.realm}:{auth.realm}:{password}".encode()).hexdigest()  # noqa: S324
+        rows.append(f"{number}:{user}:{auth.realm}:{password}:{ha1}:{ha1b}")
+    with open(os.path.join(db, "subscriber"), "w") as handle:
+        handle.write("\n".join(rows) + "\n")
+
+
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
                "/usr/lib/kamailio/modules")
 
 
 class KamailioPresence:
-    def __init__(self, workdir: str, domain: str, *, reactor: Any = default_reactor) -> None:
+    def __init__(self, workdir: str, domain: str, *, reactor: Any = default_reactor,
+                 auth: DigestAuth | None = None) -> None:
         self.path = require_program("kamailio")
         self.modules = next((d for d in MODULE_DIRS if os.path.exists(os.path.join(d, "presence.so"))), None)
         if self.modules is None:
@@ -86,10 +132,15 @@ class KamailioPresence:
         self.port = free_port()
         db = os.path.join(workdir, "db")
         shutil.copytree("/usr/share/kamailio/dbtext/kamailio", db)
+        if auth is not None:
+            write_subscribers(db, auth)
         os.makedirs(os.path.join(workdir, "run"), exist_ok=True)
         self.config = os.path.join(workdir, "kamailio.cfg")
+        auth_modules = AUTH_MODULES.format(db=db) if auth is not None else ""
+        auth_route = AUTH_ROUTE.format(realm=auth.realm, from_domain=auth.from_domain) if auth is not None else ""
         with open(self.config, "w") as handle:
-            handle.write(CONFIG.format(port=self.port, domain=domain, db=db, modules=self.modules))
+            handle.write(CONFIG.format(port=self.port, domain=domain, db=db, modules=self.modules,
+                                       auth_modules=auth_modules, auth_route=auth_route))
         self.ended: Deferred = Deferred()
         self.protocol = _Collect(self.ended)
         argv = [self.path, "-DD", "-E", "-f", self.config, "-Y", os.path.join(workdir, "run"),

@@ -7,7 +7,8 @@ stack's prechecks first):
   the bus; the bus's answer becomes 200 (success), 202 (indeterminant) or
   the RFC 7247 §7 status (failure).  ``sips:`` targets are refused (RFC 7247
   §8: the far side cannot promise TLS on every hop).  Bodies other than
-  text/* and message/cpim get 415 with Accept.
+  text/*, message/cpim and multipart/signed (S/MIME, RFC 3862 §5.2) get 415
+  with Accept.
 - SUBSCRIBE ``Event: presence`` (RFC 6665, RFC 3856): we are the notifier for
   users behind other adapters; initial/refresh/unsubscribe map to
   ``Subscribe`` with the dialog's SubscriptID; the bus's ``Notify`` ops come
@@ -26,14 +27,19 @@ becomes a MESSAGE (1300-octet page-mode guard: over it, TCP is used if it
 runs, else ``failure policy-violation``); a ``Subscribe`` becomes a SUBSCRIBE
 towards the SIP user (refreshed before expiry, cancelled with Expires: 0, a
 duration-0 fetch with a one-shot SUBSCRIBE); a ``Notify`` becomes a NOTIFY in
-the SIP watcher's dialog.  Digest: requests whose From domain is in
-``auth_domains`` are challenged; our requests answer 401/407 with the
-configured credentials.
+the SIP watcher's dialog, at most one per ``notify_min_interval`` (5 s, RFC
+3856 §6.12) per subscription: changes in between are coalesced on the
+reactor clock and the latest state is sent when the interval is over (the
+NOTIFY that answers a SUBSCRIBE and a terminating one go at once).  Digest:
+requests whose From domain is in ``auth_domains`` are challenged; our
+requests answer 401/407 with the configured credentials (the retry takes the
+next CSeq of its dialog, RFC 3261 §22.2/§12.2.1.1).  Requests go to the
+RFC 3263 targets in order: a timeout, a transport failure or a 503 moves on
+to the next target (§4.3).
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Mapping
 
 import attrs
@@ -54,6 +60,7 @@ from cpimgw.cpim.operations import (
     SubscriptionState,
     TerminationReason,
     failure,
+    indeterminant,
     success,
 )
 from cpimgw.interfaces import IAdapter, IMessaging, IPresence
@@ -72,13 +79,14 @@ from cpimgw.adapters.sip.subscription import (
 )
 from cpimgw.adapters.sip.transaction import ServerTransaction
 from cpimgw.adapters.sip.transport import Source, Target
-from cpimgw.adapters.sip.wire import Request, Response, SipParseError, make_response, parse_name_addr
+from cpimgw.adapters.sip.wire import Request, Response, SipParseError, make_response, parse_name_addr, random_hex
 
 log = Logger()
 
 ALLOW = "MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, OPTIONS, CANCEL, ACK, BYE, INVITE"
-ACCEPT_MESSAGE = "text/plain, text/html, message/cpim"
-TEXT_TYPES = ("text/plain", "text/html", "message/cpim")
+ACCEPT_MESSAGE = "text/plain, text/html, message/cpim, multipart/signed"
+# multipart/signed: an S/MIME-signed Message/CPIM object (RFC 3428 §11.3, RFC 3862 §5.2), carried opaque.
+TEXT_TYPES = ("text/plain", "text/html", "message/cpim", "multipart/signed")
 
 
 def defaults() -> dict[str, Any]:
@@ -110,6 +118,11 @@ def defaults() -> dict[str, Any]:
         "auth_algorithms": ["SHA-256", "MD5"],
         "credentials": {},
         "user_agent": "cpimgw",
+        "idle_timeout": 180,
+        "max_connections": 1024,
+        "max_connections_per_host": 64,
+        "notify_min_interval": 5.0,
+        "udp_receive_buffer": 1048576,
     }
 
 
@@ -143,6 +156,11 @@ class SipSettings:
     auth_algorithms: tuple[str, ...]
     credentials: Mapping[str, Credentials]
     user_agent: str
+    idle_timeout: float = 180.0
+    max_connections: int = 1024
+    max_connections_per_host: int = 64
+    notify_min_interval: float = 5.0
+    udp_receive_buffer: int = 1048576
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> "SipSettings":
@@ -184,6 +202,12 @@ class SipSettings:
         t1 = merged["t1"]
         if not isinstance(t1, (int, float)) or not 0.01 <= t1 <= 10:
             raise ConfigError("must be a number of seconds from 0.01 to 10", key="adapters.sip.t1")
+        def seconds(key: str, high: float) -> float:
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+                raise ConfigError(f"must be a number of seconds from 0 to {high:g}", key=f"adapters.sip.{key}")
+            return float(value)
+
         if merged["auth_domains"] and not (merged["auth_realm"] and merged["auth_users"]):
             raise ConfigError("auth_domains needs auth_realm and auth_users", key="adapters.sip.auth_domains")
         return cls(
@@ -213,6 +237,11 @@ class SipSettings:
             auth_algorithms=strings("auth_algorithms"),
             credentials=credentials,
             user_agent=str(merged["user_agent"]),
+            idle_timeout=seconds("idle_timeout", 86400),
+            max_connections=integer("max_connections", 1, 1_000_000),
+            max_connections_per_host=integer("max_connections_per_host", 0, 1_000_000),
+            notify_min_interval=seconds("notify_min_interval", 3600),
+            udp_receive_buffer=integer("udp_receive_buffer", 0, 2**30),
         )
 
 
@@ -233,7 +262,9 @@ class SipAdapter(Service):
         self.stack = SipStack(
             self.reactor, self, local_host=settings.local_host, max_size=settings.max_message_size,
             max_headers=settings.max_headers, t1=settings.t1, user_agent=settings.user_agent,
-            tls_client_options=tls_options,
+            tls_client_options=tls_options, idle_timeout=settings.idle_timeout,
+            max_connections=settings.max_connections,
+            max_connections_per_host=settings.max_connections_per_host,
         )
         self.resolver = SipResolver(
             outbound_proxy=settings.outbound_proxy, routes=settings.routes,
@@ -268,7 +299,7 @@ class SipAdapter(Service):
         super().startService()
         s = self.settings
         if "UDP" in s.transports:
-            self.stack.listen_udp(s.port, s.interface)
+            self.stack.listen_udp(s.port, s.interface, s.udp_receive_buffer)
         if "TCP" in s.transports:
             self.stack.listen_tcp(s.port if "UDP" not in s.transports or s.port else self.stack.local_ports.get("UDP", 0), s.interface)
         if "TLS" in s.transports:
@@ -432,6 +463,7 @@ class SipAdapter(Service):
                 return
             granted = response.duration if response.duration is not None else operation.duration
             state.expires_at = self.reactor.seconds() + granted
+            state.immediate = True  # the NOTIFY that follows goes at once (RFC 6665 §4.2.2)
             self._reject(transaction, 200, "OK", tag, (
                 ("Expires", str(granted)), ("Contact", self.stack.contact_for(None, source.transport)),
             ))
@@ -442,11 +474,53 @@ class SipAdapter(Service):
         state = self.watchers.pop(subscript_id, None)
         if state is not None:
             self.watcher_dialogs.pop((state.dialog.call_id, state.dialog.local_tag), None)
+            if state.pending_call is not None and state.pending_call.active():
+                state.pending_call.cancel()
+            state.pending = state.pending_call = None
 
     def _send_notify(self, notify: Notify) -> Deferred[CPIMResponse]:
+        """A Notify for a SIP watcher, within the RFC 3856 §6.12 rate limit.
+
+        Within ``notify_min_interval`` of the last NOTIFY, the Notify waits
+        (answered ``indeterminant`` at once); a later one replaces it (the
+        latest state wins) and one NOTIFY leaves when the interval is over.
+        """
         state = self.watchers.get(notify.subscript_id)
         if state is None:
             return succeed(failure(notify, Condition.NO_SUBSCRIPTION, "no SIP dialog for this subscription"))
+        now = self.reactor.seconds()
+        interval = self.settings.notify_min_interval
+        urgent = state.immediate or notify.state is SubscriptionState.TERMINATED or not interval
+        if not urgent and state.last_notify is not None and now < state.last_notify + interval:
+            if state.pending is not None:
+                self.stack.count("notifies_coalesced")
+            state.pending = notify
+            if state.pending_call is None or not state.pending_call.active():
+                state.pending_call = self.reactor.callLater(state.last_notify + interval - now,
+                                                            self._send_pending_notify, notify.subscript_id)
+            return succeed(indeterminant(notify, f"rate limited (RFC 3856 §6.12): sent within {interval:g} s"))
+        if state.pending_call is not None and state.pending_call.active():
+            state.pending_call.cancel()
+        state.pending = state.pending_call = None
+        state.immediate = False
+        state.last_notify = now
+        return self._notify_now(state, notify)
+
+    def _send_pending_notify(self, subscript_id: str) -> None:
+        state = self.watchers.get(subscript_id)
+        if state is None or state.pending is None:
+            return
+        notify, state.pending, state.pending_call = state.pending, None, None
+        state.last_notify = self.reactor.seconds()
+
+        def logged(response: CPIMResponse) -> None:
+            if response.status is Status.FAILURE:
+                log.info("SIP: a rate-limited NOTIFY for {subscription} failed: {reason}",
+                         subscription=subscript_id, reason=response.reason)
+
+        self._notify_now(state, notify).addCallback(logged)
+
+    def _notify_now(self, state: WatcherSubscription, notify: Notify) -> Deferred[CPIMResponse]:
         remaining = max(0, int(state.expires_at - self.reactor.seconds()))
         expires = notify.expires if notify.expires is not None else remaining
         headers: list[tuple[str, str]] = [
@@ -480,8 +554,8 @@ class SipAdapter(Service):
         if target is None and source is not None:
             target = Target(source.transport, source.host, source.port)
         if target is None:
-            return self._resolve_and_send(request)
-        return self._send_with_auth(request, target)
+            return self._resolve_and_send(request, dialog=dialog)
+        return self._send_with_auth(request, target, dialog)
 
     # ---- presence: subscriptions towards SIP users (we are notified)
 
@@ -571,7 +645,7 @@ class SipAdapter(Service):
 
     def _start_subscription(self, watcher: Any, target: Any, duration: int, subscript_id: str,
                             *, fetch: bool = False, operation: Subscribe | None = None) -> Deferred[CPIMResponse]:
-        call_id = f"{secrets.token_hex(10)}@{self.settings.local_host}"
+        call_id = f"{random_hex(10)}@{self.settings.local_host}"
         watcher_sip = mapping.cpim_to_sip(watcher)
         target_sip = mapping.cpim_to_sip(target)
         dialog = Dialog(call_id=call_id, local_tag=new_tag(), local_uri=watcher_sip, remote_uri=target_sip)
@@ -601,7 +675,7 @@ class SipAdapter(Service):
                 result = success(op, result.reason, duration=response.expires, native_code=response.status)
             return result
 
-        return self._resolve_and_send(request).addCallback(answered)
+        return self._resolve_and_send(request, dialog=dialog).addCallback(answered)
 
     # ---- PUBLISH (we are the ESC)
 
@@ -660,7 +734,7 @@ class SipAdapter(Service):
     def _deliver_message(self, message: Message) -> Deferred[CPIMResponse]:
         try:
             request = mapping.message_to_sip(
-                message, call_id=f"{secrets.token_hex(10)}@{self.settings.local_host}", from_tag=new_tag(),
+                message, call_id=f"{random_hex(10)}@{self.settings.local_host}", from_tag=new_tag(),
                 mode=self.settings.message_mode,
             )
         except ParseError as error:
@@ -697,20 +771,20 @@ class SipAdapter(Service):
         return self._start_subscription(subscribe.watcher, subscribe.target, subscribe.duration,
                                         subscribe.subscript_id, operation=subscribe)
 
-    def _resolve_and_send(self, request: Request, *, page_mode: bool = False) -> Deferred[Response]:
+    def _resolve_and_send(self, request: Request, *, page_mode: bool = False,
+                          dialog: Dialog | None = None) -> Deferred[Response]:
         d = self.resolver.resolve(request.uri)
 
         def resolved(targets: list[Target]) -> Deferred[Response] | Response:
             if not targets:
                 return make_response(request, 404, "Not Found (no route to the SIP domain)")
-            target = targets[0]
-            if page_mode and not target.reliable:
-                size = len(request.to_bytes()) + 200  # Via, Max-Forwards, User-Agent
+            if page_mode:
+                size = _size(request) + 200  # Via, Max-Forwards, User-Agent
                 if size > self.settings.page_mode_limit:
-                    if "TCP" not in self.settings.transports:
+                    if not any(t.reliable for t in targets) and "TCP" not in self.settings.transports:
                         return make_response(request, 413, "Request Entity Too Large (page-mode limit)")
-                    target = attrs.evolve(target, transport="TCP")
-            return self._send_with_auth(request, target)
+                    targets = [t if t.reliable else attrs.evolve(t, transport="TCP") for t in targets]
+            return self._send_to_targets(request, targets, dialog)
 
         def failed(reason: Any) -> Response:
             log.info("SIP: cannot resolve {uri}: {reason}", uri=request.uri, reason=reason.getErrorMessage())
@@ -718,21 +792,70 @@ class SipAdapter(Service):
 
         return d.addCallbacks(resolved, failed)
 
-    def _send_with_auth(self, request: Request, target: Target) -> Deferred[Response]:
+    def _send_to_targets(self, request: Request, targets: list[Target], dialog: Dialog | None) -> Deferred[Response]:
+        """Try ``targets`` in order (RFC 3263 §4.3): on a timeout (408), a transport
+        failure or a 503 the next one gets a fresh transaction (and, in a
+        dialog, the next CSeq)."""
+        remaining = list(targets)
+
+        def attempt(current: Request) -> Deferred[Response]:
+            target = remaining.pop(0)
+            return self._send_with_auth(current, target, dialog).addCallback(answered, current, target)
+
+        def answered(response: Response, sent: Request, target: Target) -> Deferred[Response] | Response:
+            if response.status not in (408, 503) or not remaining:
+                return response
+            self.stack.count("failovers")
+            log.info("SIP: {target} answered {status} for {method}; trying the next target",
+                     target=target, status=response.status, method=sent.method)
+            number, method = sent.cseq
+            following = dialog.next_cseq() if dialog is not None else number + 1
+            return attempt(sent.with_header("CSeq", f"{following} {method}"))
+
+        return attempt(request)
+
+    def _send_with_auth(self, request: Request, target: Target, dialog: Dialog | None = None,
+                        *, retries: int = 2) -> Deferred[Response]:
+        """Send; answer a 401/407 (RFC 3261 §22.2) with credentials for its realm.
+
+        The retry is a new request of the same dialog: it takes the dialog's
+        next CSeq (outside a dialog, the CSeq plus one), so later in-dialog
+        requests keep increasing (§12.2.1.1).  A proxy's 407 after a UAS's
+        401 (or the reverse) is answered too, at most ``retries`` times.
+        """
         def answered(response: Response) -> Deferred[Response] | Response:
-            if response.status not in (401, 407) or request.has("authorization") or request.has("proxy-authorization"):
+            if response.status not in (401, 407) or retries <= 0:
                 return response
             header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
             reply_name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+            if request.has(reply_name) and not any("stale=true" in c.lower().replace(" ", "")
+                                                   for c in response.get_all(header)):
+                return response  # our credentials were refused
             for challenge in response.get_all(header):
                 value = self.responder.authorization(challenge, request.method, request.uri, request.body)
                 if value is not None:
                     number, method = request.cseq
-                    retry = request.with_header("CSeq", f"{number + 1} {method}").add_header(reply_name, value)
-                    return self.stack.send_request(retry, target)
+                    following = dialog.next_cseq() if dialog is not None else number + 1
+                    retry = request.with_header("CSeq", f"{following} {method}").without_header(reply_name)
+                    retry = retry.add_header(reply_name, value)
+                    self.stack.count("digest_retries")
+                    return self._send_with_auth(retry, target, dialog, retries=retries - 1)
             return response
 
         return self.stack.send_request(request, target).addCallback(answered)
+
+
+def _size(request: Request) -> int:
+    """``len(request.to_bytes())`` without serialising it (the page-mode check on the data path)."""
+    def octets(text: str) -> int:
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+    size = octets(f"{request.method} {request.uri} {request.version}\r\n") + 2 + len(request.body)
+    size += len(f"Content-Length: {len(request.body)}\r\n")
+    for name, value in request.headers:
+        if name.lower() not in ("content-length", "l"):
+            size += octets(name) + octets(value) + 4
+    return size
 
 
 def build(settings: Mapping[str, Any], bus: Any) -> SipAdapter:

@@ -25,6 +25,7 @@ No sockets, no reactor: every function takes what it needs.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
@@ -87,8 +88,15 @@ class Address:
 def sip_to_cpim(text: str, scheme: str = IM) -> Address:
     """``sip:``/``sips:``/``im:``/``pres:`` URI text -> CPIM address (RFC 7247 §5).
 
+    Results are cached: the same addresses recur on every message, and a
+    mapped (validated) address is immutable, so it is not validated again.
+
     :raise SipMappingError: not a user address we can map.
     """
+    return _sip_to_cpim_cached(text, scheme)
+
+
+def _sip_to_cpim(text: str, scheme: str = IM) -> Address:
     lowered = text[:5].lower()
     if lowered.startswith(("im:", "pres:")):
         try:
@@ -119,8 +127,21 @@ def sip_to_cpim(text: str, scheme: str = IM) -> Address:
     return Address(uri, instance, sip.secure)
 
 
+_sip_to_cpim_cached = functools.lru_cache(maxsize=4096)(_sip_to_cpim)
+#: ``str(CPIMURI)`` (which %-encodes) for the URIs the data path writes again and again.
+_uri_text = functools.lru_cache(maxsize=4096)(str)
+
+
 def cpim_to_sip(uri: CPIMURI, instance: str | None = None, *, scheme: str = "sip") -> str:
-    """CPIM URI (+ instance) -> ``sip:user@domain[;gr=instance]`` (RFC 7247 §6)."""
+    """CPIM URI (+ instance) -> ``sip:user@domain[;gr=instance]`` (RFC 7247 §6).
+
+    Cached: the same few addresses are %-encoded again and again.
+    """
+    return _cpim_to_sip_cached(uri, instance, scheme)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cpim_to_sip_cached(uri: CPIMURI, instance: str | None, scheme: str) -> str:
     text = f"{scheme}:"
     if uri.user:
         text += quote(uri.user, safe=SIP_USER_SAFE.replace(";", "").replace("?", "")) + "@"
@@ -175,10 +196,11 @@ def message_from_sip(request: Request, *, origin: str = "sip", max_size: int = 6
         language = request.get("content-language")
         subject = request.get("subject")
         built = cpim.build_message(
-            source.uri,
-            [destination.uri],
+            _uri_text(source.uri),
+            [_uri_text(destination.uri)],
             request.body,
             request.get("content-type") or "text/plain",
+            sender_name=request.from_.display or None,
             date_time=_date_time(request),
             subjects=[(language, subject)] if subject else (),
             content_headers=[("Content-Language", language)] if language else (),

@@ -3,7 +3,8 @@
 Order of decision (RFC 3263 §4 as we apply it, digest §6.5/§8.1):
 
 1. a configured outbound proxy takes everything (RFC 3261 §8.1.2);
-2. a static route for the target domain (config ``routes``);
+2. a static route for the target domain (config ``routes``); over TLS the
+   server's certificate must name that SIP domain (RFC 5922 §4);
 3. a numeric host: the ``transport`` URI parameter (else UDP, TLS for
    ``sips:``), the port given or 5060/5061;
 4. a port given: A/AAAA of the host with that port;
@@ -21,7 +22,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Mapping
 
-from twisted.internet.defer import Deferred
+import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DomainError
@@ -94,20 +96,38 @@ class SipResolver:
         return self._dns
 
     def resolve(self, uri: str) -> Deferred[list[Target]]:
+        """The targets for ``uri``, in the order to try them (no DNS for the first three cases)."""
+        try:
+            static = self._static(uri)
+        except Exception:
+            return Deferred.fromCoroutine(self._resolve(uri))  # the same error, as an errback
+        if static is not None:
+            return succeed(static)
         return Deferred.fromCoroutine(self._resolve(uri))
 
-    async def _resolve(self, uri: str) -> list[Target]:
+    def _static(self, uri: str) -> list[Target] | None:
+        """Proxy, route or numeric host: the answer without DNS; ``None`` when DNS decides."""
         if self.outbound_proxy is not None:
             return [self.outbound_proxy]
         parsed = parse_sip_uri(uri)
         route = self.routes.get(parsed.domain)
         if route is not None:
+            # A static route serves that SIP domain: TLS checks the domain (RFC 5922 §4).
+            if route.transport == "TLS" and not route.server_name:
+                route = attrs.evolve(route, server_name=parsed.host)
             return [route]
         direct = target_from_uri(parsed, self.transports[0] if self.transports else "UDP")
         if direct is not None:
             return [direct]
         if not self.use_dns:
             return []
+        return None
+
+    async def _resolve(self, uri: str) -> list[Target]:
+        static = self._static(uri)
+        if static is not None:
+            return static
+        parsed = parse_sip_uri(uri)
         host = parsed.host
         wanted = (parsed.param("transport") or "").upper() or None
         if parsed.port is not None:

@@ -11,7 +11,14 @@ loop detected, 483 Max-Forwards exhausted on a request we would forward),
 The core (the adapter) implements :class:`ICore`-like ``request_received(request,
 transaction, source)`` and answers with ``transaction.respond(response)``;
 it sends requests with :meth:`SipStack.send_request` (``Deferred[Response]``,
-a 408 on timeout, a 503 on a transport failure).
+a 408 on timeout, a 503 on a transport failure -- a refused connection, a
+failed TLS handshake, a stream lost before the answer, a connection cap).
+
+Streams: idle timeout and connection caps (``idle_timeout``,
+``max_connections``, ``max_connections_per_host``, see
+:mod:`.transport`).  UDP: datagrams are read up to ``max_size`` octets
+(Twisted's default is 8192) into a ``receive_buffer`` sized socket.  Tags
+and branches come from :func:`~.wire.random_hex` (pooled ``os.urandom``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import secrets
 from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet import endpoints, ssl
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -49,6 +56,7 @@ from cpimgw.adapters.sip.wire import (
     Response,
     make_response,
     parse_message,
+    random_hex,
 )
 
 log = Logger()
@@ -88,6 +96,9 @@ class SipStack:
         t4: float = T4,
         user_agent: str = "cpimgw",
         tls_client_options: Callable[[str], Any] | None = None,
+        idle_timeout: float | None = 180.0,
+        max_connections: int = 1024,
+        max_connections_per_host: int = 64,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = reactor
@@ -98,23 +109,46 @@ class SipStack:
         self.t1, self.t2, self.t4 = t1, t2, t4
         self.user_agent = user_agent
         self.tls_client_options = tls_client_options or (lambda name: ssl.optionsForClientTLS(name))
-        self.table = TransactionTable()
+        self.table = TransactionTable(reactor, self.send_to)
         self.udp: UDPTransport | None = None
         self.local_ports: dict[str, int] = {}
         self.connections: dict[tuple[str, str, int], StreamConnection] = {}
+        #: Every open stream (inbound and outbound), for the connection caps.
+        self.open_streams: set[StreamConnection] = set()
+        self.idle_timeout = idle_timeout or None
+        self.max_connections = max_connections
+        self.max_connections_per_host = max_connections_per_host
         self._pending: dict[tuple[str, str, int], list[tuple[bytes, ClientTransaction | None]]] = {}
         self.branch_prefix = MAGIC_COOKIE + "cg" + secrets.token_hex(3)
         self.counters: dict[str, int] = {}
         self.listening: list[Any] = []
+        self.stopped = False
 
     # ------------------------------------------------------------ listening
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
-    def listen_udp(self, port: int, interface: str) -> Any:
+    def listen_udp(self, port: int, interface: str, receive_buffer: int = 0) -> Any:
+        """Listen on UDP; ``receive_buffer`` octets of socket buffer (0: the system's default).
+
+        A larger buffer absorbs bursts while the reactor is busy instead of
+        dropping datagrams (which UDP senders retransmit only after T1).
+        """
         self.udp = UDPTransport(self)
         listener = self.reactor.listenUDP(port, self.udp, interface=interface)
+        # Twisted reads 8192 octets per datagram by default: a bigger SIP
+        # message (up to max_size, and UDP's own 65535) would be cut short.
+        listener.maxPacketSize = min(max(self.max_size, 8192), 65535)
+        sock = getattr(listener, "socket", None)
+        if receive_buffer and sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            except OSError as error:
+                log.warn("SIP: cannot set the UDP receive buffer to {size}: {error}", size=receive_buffer,
+                         error=error)
         self.local_ports["UDP"] = listener.getHost().port
         self.listening.append(listener)
         return listener
@@ -136,12 +170,14 @@ class SipStack:
     def stop(self) -> Deferred[None]:
         from twisted.internet.defer import gatherResults
 
+        self.stopped = True
         waits = [d for d in (listener.stopListening() for listener in self.listening) if d is not None]
         self.listening = []
-        for connection in list(self.connections.values()):
+        for connection in list(self.open_streams | set(self.connections.values())):
             connection.transport.loseConnection()  # type: ignore[union-attr]
         for transaction in list(self.table.clients.values()):
             transaction._terminate()
+        self.table.stop()
         for server in list(self.table.servers.values()):
             server._terminate()
         return gatherResults(waits).addCallback(lambda _: None)
@@ -161,14 +197,41 @@ class SipStack:
         self.count("framing_errors")
         log.warn("SIP framing error from {peer}: {error}; closing", peer=source.key, error=error.describe())
 
+    def may_connect(self, host: str) -> bool:
+        """Whether one more stream (with ``host``) stays within the caps; counts a refusal."""
+        if len(self.open_streams) >= self.max_connections:
+            self.count("connections_refused")
+            log.warn("SIP: {count} streams open (max_connections): refusing {host}",
+                     count=len(self.open_streams), host=host)
+            return False
+        if self.max_connections_per_host and host != "?":
+            same = sum(1 for c in self.open_streams if c.source is not None and c.source.host == host)
+            if same >= self.max_connections_per_host:
+                self.count("connections_refused")
+                log.warn("SIP: {count} streams open with {host} (max_connections_per_host): refusing",
+                         count=same, host=host)
+                return False
+        return True
+
     def connection_made(self, connection: StreamConnection) -> None:
         assert connection.source is not None
+        self.open_streams.add(connection)
         self.connections.setdefault(connection.source.key, connection)
 
     def connection_lost(self, connection: StreamConnection) -> None:
+        """Forget the stream; a request still unanswered on it fails at once with
+        a transport error (RFC 3261 §8.1.3.1: 503), which RFC 3263 failover
+        takes to the next target -- a refused TLS handshake lands here too."""
+        self.open_streams.discard(connection)
         for key, value in list(self.connections.items()):
             if value is connection:
                 del self.connections[key]
+        key = connection.source.key if connection.source is not None else None
+        if key is None or key in self.connections:
+            return
+        for transaction in list(self.table.clients.values()):
+            if transaction.target_key == key and transaction.state in ("trying", "proceeding"):
+                transaction.transport_error()
 
     def _received(self, data: bytes, source: Source, *, datagram: bool) -> None:
         try:
@@ -198,7 +261,7 @@ class SipStack:
             return
         self.count("rejected_unparsable")
         phrase = f"{REASONS.get(status, 'Bad Request')} ({safe_phrase(error.reason)})"
-        response = make_response(lenient, status, phrase, to_tag=secrets.token_hex(4),
+        response = make_response(lenient, status, phrase, to_tag=random_hex(4),
                                  headers=(("Warning", f'399 {self.local_host} "{safe_phrase(error.reason)}"'),))
         try:
             self.send_to(source, response.to_bytes())
@@ -220,6 +283,7 @@ class SipStack:
             self.clock,
             reliable=source.reliable,
             key=key,
+            source=source,
             t1=self.t1,
             t2=self.t2,
             t4=self.t4,
@@ -233,27 +297,29 @@ class SipStack:
             invite_key = key[:-1] + ("INVITE",) if key[0] == "3261" else None
             found = invite_key is not None and invite_key in self.table.servers
             transaction.respond(make_response(request, 200 if found else 481, "OK" if found else REASONS[481],
-                                              to_tag=secrets.token_hex(4)))
+                                              to_tag=random_hex(4)))
             return
         try:
             self.core.request_received(request, transaction, source)
         except Exception:
             log.failure("SIP core failed on {method}", method=request.method)
             if not transaction.responded:
-                transaction.respond(make_response(request, 500, "Server Internal Error", to_tag=secrets.token_hex(4)))
+                transaction.respond(make_response(request, 500, "Server Internal Error", to_tag=random_hex(4)))
 
     def precheck(self, request: Request) -> Response | None:
         """RFC 3261 §8.2.1-§8.2.2 and §16.3 checks common to every request; ``None`` to go on."""
-        tag = secrets.token_hex(4)
         scheme = request.uri.partition(":")[0].lower()
         if scheme not in SUPPORTED_SCHEMES:
-            return make_response(request, 416, REASONS[416], to_tag=tag)
-        for via in request.vias[1:] if len(request.vias) > 1 else ():
+            return make_response(request, 416, REASONS[416], to_tag=random_hex(4))
+        vias = request.vias
+        for via in vias[1:] if len(vias) > 1 else ():
             if (via.branch or "").startswith(self.branch_prefix):
-                return make_response(request, 482, REASONS[482], to_tag=tag)
+                return make_response(request, 482, REASONS[482], to_tag=random_hex(4))
+        if not request.has("require"):
+            return None
         unknown = [r for r in request.get_all("require") if r.lower() not in SUPPORTED_EXTENSIONS]
         if unknown and request.method not in ("ACK", "CANCEL"):
-            return make_response(request, 420, REASONS[420], to_tag=tag,
+            return make_response(request, 420, REASONS[420], to_tag=random_hex(4),
                                  headers=(("Unsupported", ", ".join(unknown)),))
         return None
 
@@ -273,7 +339,7 @@ class SipStack:
         self._send_stream(Target(source.transport, source.host, source.port), data, None)
 
     def new_branch(self) -> str:
-        return self.branch_prefix + secrets.token_hex(8)
+        return self.branch_prefix + random_hex(8)
 
     def via_for(self, target: Target, branch: str) -> str:
         port = self.local_ports.get(target.transport) or self.local_ports.get("UDP") or 5060
@@ -293,11 +359,16 @@ class SipStack:
         A Via with a fresh branch is put on top; Max-Forwards 70 is added when
         absent.
         """
-        request = request.add_header("Via", self.via_for(target, self.new_branch()), first=True)
+        if self.stopped:  # nothing may outlive stop(): no new transaction, no timer
+            return succeed(make_response(request, 503, "Service Unavailable (the SIP stack is stopped)"))
+        branch = self.new_branch()
+        extra: tuple[tuple[str, str], ...] = ()
         if not request.has("max-forwards"):
-            request = request.add_header("Max-Forwards", "70")
+            extra += (("Max-Forwards", "70"),)
         if not request.has("user-agent") and self.user_agent:
-            request = request.add_header("User-Agent", self.user_agent)
+            extra += (("User-Agent", self.user_agent),)
+        request = Request(request.method, request.uri, (("Via", self.via_for(target, branch)),) + request.headers
+                          + extra, request.body, request.version)
         holder: list[ClientTransaction] = []
 
         def send(data: bytes) -> None:
@@ -312,7 +383,9 @@ class SipStack:
             request, send, self.clock, reliable=target.reliable, t1=self.t1, t2=self.t2, t4=self.t4
         )
         holder.append(transaction)
-        self.table.add_client(transaction)
+        if target.reliable:
+            transaction.target_key = target.key
+        self.table.add_client(transaction, (branch, request.method))
         transaction.start()
         return transaction.deferred
 

@@ -22,11 +22,12 @@ import attrs
 
 from cpimgw.cpim.operations import Content
 from cpimgw.cpim.uri import CPIMURI
-from cpimgw.adapters.sip.wire import Request, parse_name_addr
+from cpimgw.adapters.sip.wire import Request, parse_name_addr, random_hex
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    """A From/To tag: 48 random bits (RFC 3261 §19.3 asks for at least 32)."""
+    return random_hex(6)
 
 
 @attrs.define
@@ -95,6 +96,13 @@ class WatcherSubscription:
     expires_at: float
     source: Any = None  # the Source the SUBSCRIBE came from (fallback route for NOTIFY)
     terminated: bool = False
+    #: RFC 3856 §6.12 rate limit: when the last NOTIFY left (reactor clock),
+    #: the Notify waiting for its turn (the latest wins), and its timer.
+    last_notify: float | None = None
+    pending: Any = None
+    pending_call: Any = None
+    #: The next NOTIFY answers a SUBSCRIBE (RFC 6665 §4.2.2: sent at once).
+    immediate: bool = True
 
 
 @attrs.define

@@ -13,7 +13,15 @@
   absorbs ACK retransmissions.
 - :class:`TransactionTable` — matching by branch (§17.1.3, §17.2.3), with the
   RFC 2543 fallback key (§17.2.3 bullet 2) for requests whose branch lacks the
-  ``z9hG4bK`` magic cookie (RFC 4475 §3.2 badbranch, §3.4 inv2543).
+  ``z9hG4bK`` magic cookie (RFC 4475 §3.2 badbranch, §3.4 inv2543).  A
+  non-INVITE server transaction that completed over UDP lingers for Timer J
+  (64*T1) only to answer retransmissions, so the table keeps just its last
+  response octets and where to send them (:class:`CompletedServer`), and
+  expires those in order with one timer: at thousands of requests a second,
+  32 s of full transactions (request, views, response, timers) would be
+  millions of objects for the garbage collector to walk.  A client
+  transaction completed over UDP likewise lingers for Timer K (T4) as a
+  :class:`CompletedClient` that absorbs response retransmissions.
 
 Every timer is an ``IReactorTime.callLater`` on the clock passed in, so tests
 drive them with ``twisted.internet.task.Clock``.
@@ -21,7 +29,8 @@ drive them with ``twisted.internet.task.Clock``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections import deque
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -66,8 +75,14 @@ class _Timers:
 class ClientTransaction(_Timers):
     """A non-INVITE client transaction; ``deferred`` fires with the final :class:`Response`.
 
-    A timeout (Timer F) or a transport error fires a locally made 408.
+    A timeout (Timer F) fires a locally made 408, a transport error a 503.
     """
+
+    #: The (transport, host, port) of the stream it was sent on (reliable
+    #: transports): the stack fails it when that stream is lost.
+    target_key: tuple[str, str, int] | None = None
+    #: Set by :class:`TransactionTable`: called instead of starting Timer K.
+    on_completed: Callable[["ClientTransaction"], None] | None = None
 
     def __init__(
         self,
@@ -95,10 +110,12 @@ class ClientTransaction(_Timers):
         self._init_timers()
 
     def start(self) -> None:
-        self._transmit()
+        # Timers first: a transport that fails (or answers) synchronously
+        # inside send() ends the transaction, which then cancels them.
         if not self.reliable:
             self._start("E", self._interval, self._timer_e)
         self._start("F", 64 * self.t1, self._timer_f)
+        self._transmit()
 
     def _transmit(self) -> None:
         try:
@@ -133,8 +150,13 @@ class ClientTransaction(_Timers):
             self.state = "proceeding"
             return
         self._finish(response)
+        if self.state != "completed":
+            return  # terminated while the final response was handed on (the stack stopped)
         if self.reliable:
             self._terminate()
+        elif self.on_completed is not None:
+            self._cancel_all()
+            self.on_completed(self)
         else:
             self._start("K", self.t4, self._terminate)
 
@@ -171,6 +193,8 @@ class ServerTransaction(_Timers):
         reliable: bool,
         key: tuple,  # type: ignore[type-arg]
         on_terminated: Callable[["ServerTransaction"], None] = lambda t: None,
+        on_completed: Callable[["ServerTransaction"], None] | None = None,
+        source: Any = None,
         t1: float = T1,
         t2: float = T2,
         t4: float = T4,
@@ -182,6 +206,13 @@ class ServerTransaction(_Timers):
         self.key = key
         self.invite = request.method == "INVITE"
         self.on_terminated = on_terminated
+        #: When set (by :class:`TransactionTable`), a non-INVITE transaction
+        #: completed over an unreliable transport is handed to it for Timer J
+        #: instead of starting its own timer.
+        self.on_completed = on_completed
+        #: Where the request came from (lets the table's ``sender`` answer
+        #: retransmissions without keeping ``send``).
+        self.source = source
         self.t1, self.t2, self.t4 = t1, t2, t4
         self.state = "trying" if not self.invite else "proceeding"
         self.last_response: Response | None = None
@@ -214,6 +245,9 @@ class ServerTransaction(_Timers):
             self._start("H", 64 * self.t1, self._terminate)
         elif self.reliable:
             self._terminate()
+        elif self.on_completed is not None:
+            self._cancel_all()
+            self.on_completed(self)
         else:
             self._start("J", 64 * self.t1, self._terminate)
 
@@ -274,25 +308,116 @@ def client_key(message: Request | Response) -> tuple[str, str]:
     return (message.top_via.branch or "", message.cseq[1])
 
 
+class CompletedServer:
+    """What is left of a completed non-INVITE server transaction during Timer J (RFC 3261 §17.2.2).
+
+    It answers a retransmitted request with the final response again and
+    absorbs everything else; the table drops it when Timer J fires.
+    """
+
+    __slots__ = ("key", "data", "send", "source", "sender", "absorbed")
+    state = "completed"
+    invite = False
+    reliable = False
+    responded = True
+
+    def __init__(self, key: tuple, data: bytes, send: Sender | None,  # type: ignore[type-arg]
+                 source: Any = None, sender: Callable[[Any, bytes], None] | None = None) -> None:
+        self.key = key
+        self.data = data
+        self.send = send
+        self.source = source
+        self.sender = sender
+        self.absorbed = 0
+
+    def request_retransmitted(self, request: Request) -> None:
+        self.absorbed += 1
+        if request.method == "ACK":
+            return
+        try:
+            if self.send is not None:
+                self.send(self.data)
+            elif self.sender is not None:
+                self.sender(self.source, self.data)
+        except Exception as error:
+            log.warn("SIP transport error sending a response: {error}", error=error)
+
+    def respond(self, response: Response) -> None:
+        """Ignored: the transaction has its final response."""
+
+    def _terminate(self) -> None:
+        """Nothing to cancel: the table forgets the entry."""
+
+
+class CompletedClient:
+    """What is left of a completed client transaction during Timer K: it absorbs retransmitted responses."""
+
+    __slots__ = ("key", "absorbed")
+    state = "completed"
+    target_key = None
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.absorbed = 0
+
+    def response_received(self, response: Response) -> None:
+        self.absorbed += 1
+
+    def transport_error(self) -> None:
+        """Nothing is waiting for an answer any more."""
+
+    def _terminate(self) -> None:
+        """Nothing to cancel: the table forgets the entry."""
+
+
 class TransactionTable:
-    """Live transactions, matched by key; entries leave when their transaction terminates."""
+    """Live transactions, matched by key; entries leave when their transaction terminates.
 
-    def __init__(self) -> None:
-        self.clients: dict[tuple[str, str], ClientTransaction] = {}
-        self.servers: dict[tuple, ServerTransaction] = {}  # type: ignore[type-arg]
+    :param clock: when given, completed non-INVITE server transactions over
+        UDP become :class:`CompletedServer` entries expired by one timer on
+        this clock (see the module docstring); without it each transaction
+        runs its own Timer J.
+    :param sender: ``sender(source, data)`` for those entries (the stack's
+        ``send_to``).
+    """
 
-    def add_client(self, transaction: ClientTransaction) -> None:
-        key = client_key(transaction.request)
+    def __init__(self, clock: Any = None, sender: Callable[[Any, bytes], None] | None = None) -> None:
+        #: ``sender(source, data)``: answers a retransmission for a lean entry
+        #: whose transaction knew its source (one shared callable, no closure each).
+        self.sender = sender
+        self.clients: dict[tuple[str, str], ClientTransaction | CompletedClient] = {}
+        self.servers: dict[tuple, ServerTransaction | CompletedServer] = {}  # type: ignore[type-arg]
+        self.clock = clock
+        self._lingering: deque[tuple[float, CompletedServer]] = deque()
+        self._lingering_clients: deque[tuple[float, CompletedClient]] = deque()
+        self._sweeper: IDelayedCall | None = None
+        self._sweep_at = 0.0
+
+    def add_client(self, transaction: ClientTransaction, key: tuple[str, str] | None = None) -> None:
+        """Track ``transaction``; ``key`` (branch, method) when the caller knows it (else parsed)."""
+        key = key if key is not None else client_key(transaction.request)
         self.clients[key] = transaction
         previous = transaction.on_terminated
 
         def done(t: ClientTransaction) -> None:
-            self.clients.pop(key, None)
+            if self.clients.get(key) is t:
+                del self.clients[key]
             previous(t)
 
         transaction.on_terminated = done
+        if self.clock is not None and not transaction.reliable:
+            transaction.on_completed = lambda t: self._client_completed(t, key)
 
-    def match_client(self, response: Response) -> ClientTransaction | None:
+    def _client_completed(self, transaction: ClientTransaction, key: tuple[str, str]) -> None:
+        """Swap a completed UDP client transaction for its lean Timer K entry."""
+        if self.clients.get(key) is not transaction:
+            transaction._terminate()
+            return
+        entry = CompletedClient(key)
+        self.clients[key] = entry
+        self._linger(self._lingering_clients, entry, transaction.t4)
+
+    def match_client(self, response: Response) -> ClientTransaction | CompletedClient | None:
         return self.clients.get(client_key(response))
 
     def add_server(self, transaction: ServerTransaction) -> None:
@@ -305,6 +430,61 @@ class TransactionTable:
             previous(t)
 
         transaction.on_terminated = done
+        if self.clock is not None and not transaction.invite and not transaction.reliable:
+            transaction.on_completed = self._server_completed
 
-    def match_server(self, request: Request) -> ServerTransaction | None:
+    def _server_completed(self, transaction: ServerTransaction) -> None:
+        """Swap a completed UDP server transaction for its lean Timer J entry."""
+        if self.servers.get(transaction.key) is not transaction or transaction._last_bytes is None:
+            transaction._terminate()
+            return
+        if self.sender is not None and transaction.source is not None:
+            entry = CompletedServer(transaction.key, transaction._last_bytes, None, transaction.source, self.sender)
+        else:
+            entry = CompletedServer(transaction.key, transaction._last_bytes, transaction.send)
+        self.servers[transaction.key] = entry
+        self._linger(self._lingering, entry, 64 * transaction.t1)
+
+    def _linger(self, queue: deque, entry: Any, delay: float) -> None:  # type: ignore[type-arg]
+        now = self.clock.seconds()
+        expires = now + delay
+        queue.append((expires, entry))
+        if self._sweeper is not None and self._sweep_at <= expires + 1.0:
+            return  # the sweep due will reach it (at most 1 s late)
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweep_at = expires
+        self._sweeper = self.clock.callLater(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        """Timers J and K for every entry whose time has come; one timer for all of them.
+
+        The next sweep is at least 1 s later (entries may linger up to 1 s
+        beyond their timer, which only means a late retransmission is still
+        absorbed).
+        """
+        self._sweeper = None
+        now = self.clock.seconds()
+        for queue, table in ((self._lingering, self.servers), (self._lingering_clients, self.clients)):
+            while queue and queue[0][0] <= now:
+                _, entry = queue.popleft()
+                if table.get(entry.key) is entry:
+                    del table[entry.key]
+        heads = [queue[0][0] for queue in (self._lingering, self._lingering_clients) if queue]
+        if heads:
+            self._sweep_at = max(min(heads), now + 1.0)
+            self._sweeper = self.clock.callLater(self._sweep_at - now, self._sweep)
+
+    def stop(self) -> None:
+        """Forget the lingering entries and cancel the sweep (the stack stops)."""
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        for queue, table in ((self._lingering, self.servers), (self._lingering_clients, self.clients)):
+            for _, entry in queue:
+                if table.get(entry.key) is entry:
+                    del table[entry.key]
+            queue.clear()
+
+    def match_server(self, request: Request) -> ServerTransaction | CompletedServer | None:
         return self.servers.get(server_key(request))

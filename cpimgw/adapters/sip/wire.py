@@ -9,7 +9,10 @@ IPv6 references), tested against the RFC 4475 torture messages.
 Parsed values are immutable (attrs); headers are kept in order, with their
 names as written and their raw (unfolded) values, so unknown headers and
 parameters survive a round trip.  Structured views (:class:`Via`,
-:class:`NameAddr`, :class:`SipURI`) are parsed on demand.
+:class:`NameAddr`, :class:`SipURI`) are parsed on demand and memoised on the
+message (the parser validates Via, From, To, CSeq and Call-ID eagerly, so the
+transaction layer and the mapping get them for free); ``sip:`` URIs, which
+repeat from message to message, are parsed through a bounded cache.
 
 Bad input raises :class:`SipParseError` (a :class:`~cpimgw.cpim.errors.ParseError`)
 with the line, the offset, the reason, and the status a server answers it
@@ -19,8 +22,10 @@ match, 513 for a size limit).
 
 from __future__ import annotations
 
+import functools
+import os
 import re
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
@@ -68,6 +73,10 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT = re.compile(r"\r?\n")
 _DIGITS_RE = re.compile(r"[0-9]+\Z")
+_SPACE_RE = re.compile(r"\s")  # what str.isspace() calls whitespace (Py_UNICODE_ISSPACE)
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+_CL_BYTES_RE = re.compile(rb"[0-9]{1,10}\Z")
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 _VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)\Z", re.IGNORECASE)
 _VIA_RE = re.compile(
     r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/;]+)\s+([^;\s]+)\s*(?:;(.*))?\Z", re.DOTALL
@@ -103,10 +112,51 @@ class SipLimitError(LimitExceededError):
     status = 513
 
 
+_random_pool = b""
+_random_position = 0
+
+
+def random_hex(nbytes: int) -> str:
+    """``nbytes`` of cryptographic randomness as hex, for tags, branches, Call-IDs (RFC 3261 §19.3).
+
+    Drawn from ``os.urandom`` 4 KiB at a time rather than one system call
+    per value (three per request on the data path).
+    """
+    global _random_pool, _random_position
+    start = _random_position
+    if start + nbytes > len(_random_pool):
+        _random_pool = os.urandom(max(4096, nbytes))
+        start = 0
+    _random_position = start + nbytes
+    return _random_pool[start : start + nbytes].hex()
+
+
 def canonical_name(name: str) -> str:
     """The lower-case long form of a header name (compact forms expanded)."""
+    key = _NAME_CACHE.get(name)
+    if key is not None:
+        return key
     key = name.lower()
     return COMPACT_FORMS.get(key, key)
+
+
+#: Header names seen (as written) -> canonical key; only valid tokens, bounded.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_LIMIT = 2048
+
+
+def _header_key(name: str) -> str | None:
+    """The canonical key of a header name as written, ``None`` if it is not a token."""
+    key = _NAME_CACHE.get(name)
+    if key is not None:
+        return key
+    if not _TOKEN_RE.match(name):
+        return None
+    lower = name.lower()
+    key = COMPACT_FORMS.get(lower, lower)
+    if len(_NAME_CACHE) < _NAME_CACHE_LIMIT:
+        _NAME_CACHE[name] = key
+    return key
 
 
 def is_token(text: str) -> bool:
@@ -114,6 +164,7 @@ def is_token(text: str) -> bool:
     return bool(_TOKEN_RE.match(text))
 
 
+@functools.lru_cache(maxsize=512)
 def display_name(key: str) -> str:
     """How we spell header ``key`` (lower-case long form) when we write it."""
     if key in CANONICAL_NAMES:
@@ -148,11 +199,17 @@ def _scan_quoted(text: str, start: int) -> int:
 def unquote_string(text: str) -> str:
     """The content of a quoted-string, quoted pairs resolved."""
     inner = text[1:-1]
-    return re.sub(r"\\(.)", r"\1", inner, flags=re.DOTALL)
+    return _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
 
 
 def split_list(value: str) -> list[str]:
     """Split a header value at top-level commas (not inside quotes or ``<>``)."""
+    if "," not in value:
+        if '"' in value:
+            _check_quotes(value)
+        return [value.strip()]
+    if '"' not in value and "<" not in value and ">" not in value:
+        return [part.strip() for part in value.split(",")]
     parts: list[str] = []
     depth = 0
     start = 0
@@ -175,7 +232,16 @@ def split_list(value: str) -> list[str]:
     return parts
 
 
+def _check_quotes(text: str) -> None:
+    """Raise for an unterminated quoted string (what the full scanners would find)."""
+    index = text.find('"')
+    while index != -1:
+        index = text.find('"', _scan_quoted(text, index))
+
+
 def _split_params(text: str) -> list[str]:
+    if '"' not in text:
+        return text.split(";")
     parts: list[str] = []
     start = 0
     index = 0
@@ -320,12 +386,19 @@ class SipURI:
 
 
 def parse_sip_uri(text: str) -> SipURI:
-    """Parse a ``sip:``/``sips:`` URI; raise :class:`SipParseError`."""
+    """Parse a ``sip:``/``sips:`` URI; raise :class:`SipParseError`.
+
+    Results are cached (URIs repeat; :class:`SipURI` is immutable).
+    """
+    return _parse_sip_uri_cached(text)
+
+
+def _parse_sip_uri(text: str) -> SipURI:
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
     if not colon or scheme not in ("sip", "sips"):
         raise SipParseError(f"not a sip: or sips: URI: {text[:60]!r}")
-    if any(c.isspace() for c in text):
+    if _SPACE_RE.search(text):
         raise SipParseError(f"whitespace inside the URI {text[:60]!r}")
     user = password = None
     at = rest.find("@")
@@ -343,10 +416,13 @@ def parse_sip_uri(text: str) -> SipURI:
     return SipURI(scheme, host, user, password, port, params, headers if question else None)
 
 
+_parse_sip_uri_cached = functools.lru_cache(maxsize=4096)(_parse_sip_uri)
+
+
 def uri_scheme(text: str) -> str:
     """The scheme of an absolute URI, lower case; raise if there is none."""
     scheme, colon, _ = text.partition(":")
-    if not colon or not scheme or not re.match(r"[A-Za-z][A-Za-z0-9+\-.]*\Z", scheme):
+    if not colon or not scheme or not _SCHEME_RE.match(scheme):
         raise SipParseError(f"not an absolute URI: {text[:60]!r}")
     return scheme.lower()
 
@@ -386,7 +462,17 @@ class NameAddr:
 
 
 def parse_name_addr(value: str) -> NameAddr:
-    """Parse a From/To/Contact/Route value (RFC 3261 §25.1 name-addr / addr-spec)."""
+    """Parse a From/To/Contact/Route value (RFC 3261 §25.1 name-addr / addr-spec).
+
+    Values without a tag are cached (a To without tag, a Contact, a Route
+    repeat; the value is immutable); tagged ones are unique per dialog.
+    """
+    if "tag=" in value:
+        return _parse_name_addr(value)
+    return _parse_name_addr_cached(value)
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     text = value.strip()
     display: str | None = None
     if text.startswith('"'):
@@ -409,7 +495,7 @@ def parse_name_addr(value: str) -> NameAddr:
         if gt == -1:
             raise SipParseError("'<' without '>'")
         uri = text[1:gt]
-        if not uri or any(c.isspace() for c in uri) or "<" in uri:
+        if not uri or _SPACE_RE.search(uri) or "<" in uri:
             raise SipParseError(f"bad URI inside <>: {uri!r}")
         uri_scheme(uri)
         rest = text[gt + 1 :].strip()
@@ -418,7 +504,7 @@ def parse_name_addr(value: str) -> NameAddr:
         uri, _, rest = text.partition(";")
         uri = uri.strip()
         rest = ";" + rest if _ else ""
-        if not uri or any(c.isspace() for c in uri):
+        if not uri or _SPACE_RE.search(uri):
             raise SipParseError(f"bad address {uri!r}")
         if "?" in uri or "," in uri:
             raise SipParseError("a URI with '?' or ',' must be enclosed in <>")
@@ -430,6 +516,9 @@ def parse_name_addr(value: str) -> NameAddr:
             raise SipParseError(f"unexpected text after the address: {rest[:40]!r}")
         params = parse_params(rest[1:])
     return NameAddr(uri, display, params, bracketed)
+
+
+_parse_name_addr_cached = functools.lru_cache(maxsize=4096)(_parse_name_addr)
 
 
 @attrs.frozen
@@ -517,18 +606,42 @@ class _HeaderAccess:
             object.__setattr__(self, "_index", index)
         return index  # type: ignore[no-any-return]
 
+    def _view(self, key: Any, make: Callable[[], Any]) -> Any:
+        """A structured view computed once per message (the message is immutable)."""
+        views = self._views  # type: ignore[attr-defined]
+        if views is None:
+            views = {}
+            object.__setattr__(self, "_views", views)
+        elif key in views:
+            return views[key]
+        value = views[key] = make()
+        return value
+
     def get_all(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name``, over all lines; list headers split at commas."""
         key = canonical_name(name)
-        lines = self._lines().get(key, ())
+        lines = self._lines().get(key)
+        if not lines:
+            return ()
         if key in LIST_HEADERS:
-            return tuple(v for line in lines for v in split_list(line) if v)
+            return self._view(("all", key), lambda: tuple(v for line in lines for v in split_list(line) if v))
         return tuple(lines)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name``, or ``default``."""
-        values = self.get_all(name)
-        return values[0] if values else default
+        index = self._index if self._index is not None else self._lines()  # type: ignore[attr-defined]
+        lines = index.get(name)  # the keys are canonical: a hit means ``name`` is one
+        if lines is not None:
+            key = name
+        else:
+            key = canonical_name(name)
+            lines = index.get(key)
+        if not lines:
+            return default
+        if key in LIST_HEADERS:
+            values = self.get_all(key)
+            return values[0] if values else default
+        return lines[0]
 
     def has(self, name: str) -> bool:
         return canonical_name(name) in self._lines()
@@ -569,29 +682,37 @@ class _HeaderAccess:
 
     @property
     def cseq(self) -> tuple[int, str]:
+        return self._view("cseq", self._parse_cseq)  # type: ignore[no-any-return]
+
+    def _parse_cseq(self) -> tuple[int, str]:
         number, _, method = (self.get("cseq") or "").strip().partition(" ")
         return parse_uint32(number, "CSeq number"), method.strip()
 
     @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(self.get("from") or "")
+        return self._view("from", lambda: parse_name_addr(self.get("from") or ""))  # type: ignore[no-any-return]
 
     @property
     def to(self) -> NameAddr:
-        return parse_name_addr(self.get("to") or "")
+        return self._view("to", lambda: parse_name_addr(self.get("to") or ""))  # type: ignore[no-any-return]
 
     @property
     def vias(self) -> tuple[Via, ...]:
-        return tuple(parse_via(v) for v in self.get_all("via"))
+        return self._view("vias", lambda: tuple(parse_via(v) for v in self.get_all("via")))  # type: ignore[no-any-return]
 
     @property
     def top_via(self) -> Via:
-        return parse_via(self.get_all("via")[0])
+        views = self._views  # type: ignore[attr-defined]
+        if views is not None and "vias" in views:
+            return views["vias"][0]  # type: ignore[no-any-return]
+        return self._view("top_via", lambda: parse_via(self.get_all("via")[0]))  # type: ignore[no-any-return]
 
     @property
     def max_forwards(self) -> int | None:
         value = self.get("max-forwards")
-        return None if value is None else parse_uint32(value, "Max-Forwards")
+        if value is None:
+            return None
+        return self._view("max-forwards", lambda: parse_uint32(value, "Max-Forwards"))  # type: ignore[no-any-return]
 
     @property
     def expires(self) -> int | None:
@@ -601,7 +722,7 @@ class _HeaderAccess:
     @property
     def content_type(self) -> ContentType | None:
         value = self.get("content-type")
-        return None if value is None else parse_content_type(value)
+        return None if value is None else self._view("content-type", lambda: parse_content_type(value))
 
     @property
     def media_type(self) -> str | None:
@@ -611,8 +732,9 @@ class _HeaderAccess:
     def _header_bytes(self) -> bytes:
         lines = []
         has_length = False
+        cache = _NAME_CACHE
         for name, value in self.headers:
-            if canonical_name(name) == "content-length":
+            if (cache.get(name) or canonical_name(name)) == "content-length":
                 if has_length:
                     continue
                 has_length = True
@@ -633,6 +755,7 @@ class Request(_HeaderAccess):
     body: bytes = b""
     version: str = "SIP/2.0"
     _index: dict | None = attrs.field(default=None, init=False, eq=False, repr=False)  # type: ignore[type-arg]
+    _views: dict | None = attrs.field(default=None, init=False, eq=False, repr=False)  # type: ignore[type-arg]
 
     def to_bytes(self) -> bytes:
         """Serialise; Content-Length is set to the body length."""
@@ -654,6 +777,7 @@ class Response(_HeaderAccess):
     body: bytes = b""
     version: str = "SIP/2.0"
     _index: dict | None = attrs.field(default=None, init=False, eq=False, repr=False)  # type: ignore[type-arg]
+    _views: dict | None = attrs.field(default=None, init=False, eq=False, repr=False)  # type: ignore[type-arg]
 
     def to_bytes(self) -> bytes:
         start = f"{self.version} {self.status} {self.reason}\r\n".encode("utf-8", "surrogateescape")
@@ -698,15 +822,10 @@ def parse_message(
         raise SipParseError("no empty line after the headers", offset=len(data))
     head = data[offset : end.start()].decode("utf-8", "surrogateescape")
     body_start = end.end()
-    lines = _LINE_SPLIT.split(head)
+    lines = head.split("\r\n") if head.count("\n") == head.count("\r\n") else _LINE_SPLIT.split(head)
     start_line = lines[0]
-    headers = _parse_header_lines(lines[1:], max_headers)
-    message: Message
-    if start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/":
-        message = _parse_status_line(start_line, headers)
-    else:
-        message = _parse_request_line(start_line, headers)
-    lengths = [v for n, v in headers if canonical_name(n) == "content-length"]
+    headers, index = _parse_header_lines(lines[1:], max_headers)
+    lengths = index.get("content-length", ())
     if len(lengths) > 1:
         raise SipParseError("more than one Content-Length header")
     available = len(data) - body_start
@@ -724,28 +843,81 @@ def parse_message(
         body = data[body_start : body_start + length]
     else:
         body = data[body_start:] if datagram else b""
-    message = attrs.evolve(message, body=body)
+    message: Message
+    if start_line[:4].upper() == "SIP/":
+        message = _parse_status_line(start_line, headers, body)
+    else:
+        message = _parse_request_line(start_line, headers, body)
+    object.__setattr__(message, "_index", index)
     if strict:
         validate(message)
     return message
 
 
-def _parse_header_lines(lines: list[str], max_headers: int) -> Headers:
+def _parse_header_lines(lines: list[str], max_headers: int) -> tuple[Headers, dict[str, list[str]]]:
+    """(name as written, unfolded value) pairs, and canonical name -> values."""
+    if len(lines) <= max_headers:
+        fast = _parse_unfolded_lines(lines)
+        if fast is not None:
+            return fast
+    return _parse_folded_lines(lines, max_headers)
+
+
+def _parse_unfolded_lines(lines: list[str]) -> tuple[Headers, dict[str, list[str]]] | None:
+    """The common case in one tight loop: no folding, names seen before.
+
+    ``None`` sends the block to the general parser (which also reports errors).
+    """
+    cache = _NAME_CACHE
+    pairs = []
+    index: dict[str, list[str]] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        key = cache.get(name)
+        if key is None or not colon:
+            return None  # a continuation line, a name to check (or to strip), or no colon
+        value = value.strip(" \t")
+        pairs.append((name, value))
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    return tuple(pairs), index
+
+
+def _parse_folded_lines(lines: list[str], max_headers: int) -> tuple[Headers, dict[str, list[str]]]:
     headers: list[list[str]] = []
+    keys: list[str] = []
+    folded = False
     for number, line in enumerate(lines, start=2):
         if line[:1] in (" ", "\t"):
             if not headers:
                 raise SipParseError("a continuation line before any header", line=number)
             headers[-1][1] += " " + line.strip(" \t")
+            folded = True
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        key = _header_key(name) if colon else None
+        if key is None:
             raise SipParseError(f"bad header line {line[:40]!r}", line=number)
         headers.append([name, value.strip(" \t")])
+        keys.append(key)
         if len(headers) > max_headers:
             raise SipLimitError("max_headers", max_headers, line=number)
-    return tuple((name, value.strip(" \t")) for name, value in headers)
+    if folded:
+        result = tuple((name, value.strip(" \t")) for name, value in headers)
+    else:
+        result = tuple((name, value) for name, value in headers)
+    index: dict[str, list[str]] = {}
+    for key, (_, value) in zip(keys, result):
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    return result, index
 
 
 def _check_version(version: str) -> str:
@@ -757,16 +929,16 @@ def _check_version(version: str) -> str:
     return "SIP/2.0"
 
 
-def _parse_status_line(line: str, headers: Headers) -> Response:
+def _parse_status_line(line: str, headers: Headers, body: bytes = b"") -> Response:
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
     _check_version(version)
     if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status code {code[:20]!r}", line=1)
-    return Response(int(code), reason, headers)
+    return Response(int(code), reason, headers, body)
 
 
-def _parse_request_line(line: str, headers: Headers) -> Request:
+def _parse_request_line(line: str, headers: Headers, body: bytes = b"") -> Request:
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise SipParseError("the request line is not 'Method SP Request-URI SP SIP-Version'", line=1)
@@ -774,14 +946,14 @@ def _parse_request_line(line: str, headers: Headers) -> Request:
     if not is_token(method):
         raise SipParseError(f"bad method {method[:40]!r}", line=1)
     _check_version(version)
-    if uri.startswith("<") or any(c.isspace() for c in uri):
+    if uri.startswith("<") or _SPACE_RE.search(uri):
         raise SipParseError(f"bad Request-URI {uri[:60]!r}", line=1)
     scheme = uri_scheme(uri)
     if scheme in ("sip", "sips"):
         parsed = parse_sip_uri(uri)
         if parsed.headers is not None:
             raise SipParseError("a Request-URI must not carry ?headers", line=1)
-    return Request(method, uri, headers, b"", version)
+    return Request(method, uri, headers, body, version)
 
 
 KNOWN_METHODS = frozenset({
@@ -791,13 +963,18 @@ KNOWN_METHODS = frozenset({
 
 
 def validate(message: Message) -> None:
-    """Check the headers the stack relies on; raise :class:`SipParseError` for the first fault."""
-    counts = {key: len(values) for key, values in message._lines().items()}
+    """Check the headers the stack relies on; raise :class:`SipParseError` for the first fault.
+
+    Via, From, To, CSeq and Call-ID are parsed here and kept on the message
+    (its memoised views); the other headers checked are only looked at when
+    present.
+    """
+    index = message._lines()
     for key in ("via", "from", "to", "call-id", "cseq"):
-        if not counts.get(key):
+        if not index.get(key):
             raise SipParseError(f"missing {display_name(key)} header")
-    for key, count in counts.items():
-        if count > 1 and key in SINGLE_HEADERS:
+    for key, values in index.items():
+        if len(values) > 1 and key in SINGLE_HEADERS:
             raise SipParseError(f"more than one {display_name(key)} header")
     number, method = message.cseq
     if not is_token(method):
@@ -805,40 +982,43 @@ def validate(message: Message) -> None:
     if isinstance(message, Request) and method != message.method:
         status = 400 if message.method in KNOWN_METHODS else 501
         raise SipParseError(f"CSeq method {method!r} does not match {message.method!r}", status=status)
-    if not message.call_id.strip():
+    if not index["call-id"][0].strip():
         raise SipParseError("empty Call-ID")
-    for line in message._lines().get("via", ()):
+    vias = []
+    for line in index["via"]:
         for value in split_list(line):
             if not value:
                 raise SipParseError("an empty value in Via")
-            parse_via(value)
+            vias.append(parse_via(value))
+    message._view("vias", lambda: tuple(vias))
     message.from_
     message.to
-    for line in message._lines().get("contact", ()):
+    for line in index.get("contact", ()):
         if line.strip() == "*":
             continue
         for value in split_list(line):
             if not value:
                 raise SipParseError("an empty value in Contact")
             parse_name_addr(value)
-    max_forwards = message.max_forwards
-    if max_forwards is not None and max_forwards > 255:
-        raise SipParseError(f"Max-Forwards {max_forwards} is above 255")
+    if "max-forwards" in index:
+        max_forwards = message.max_forwards
+        if max_forwards is not None and max_forwards > 255:
+            raise SipParseError(f"Max-Forwards {max_forwards} is above 255")
     for key, what in (("expires", "Expires"), ("min-expires", "Min-Expires")):
-        value = message.get(key)
-        if value is not None:
-            parse_uint32(value, what)
-    retry = message.get("retry-after")
-    if retry is not None:
-        parse_uint32(retry.split(";")[0].split("(")[0], "Retry-After")
-    date = message.get("date")
-    if date is not None and not _DATE_RE.match(date.strip()):
-        raise SipParseError(f"Date {date[:40]!r} is not an RFC 1123 date in GMT")
-    for warning in message.get_all("warning"):
-        code = warning.split(" ", 1)[0]
-        if len(code) != 3 or not code.isdigit():
-            raise SipParseError(f"bad warn-code {code[:20]!r}")
-    if message.get("content-type") is not None:
+        if key in index:
+            parse_uint32(index[key][0], what)
+    if "retry-after" in index:
+        parse_uint32(index["retry-after"][0].split(";")[0].split("(")[0], "Retry-After")
+    if "date" in index:
+        date = index["date"][0]
+        if not _DATE_RE.match(date.strip()):
+            raise SipParseError(f"Date {date[:40]!r} is not an RFC 1123 date in GMT")
+    if "warning" in index:
+        for warning in message.get_all("warning"):
+            code = warning.split(" ", 1)[0]
+            if len(code) != 3 or not code.isdigit():
+                raise SipParseError(f"bad warn-code {code[:20]!r}")
+    if "content-type" in index:
         message.content_type
 
 
@@ -856,8 +1036,9 @@ def make_response(
     ``to_tag`` is added to To when it has none (not for 100 Trying).
     """
     copied: list[tuple[str, str]] = []
+    cache = _NAME_CACHE
     for name, value in request.headers:
-        key = canonical_name(name)
+        key = cache.get(name) or canonical_name(name)
         if key == "to" and to_tag is not None:
             to = parse_name_addr(value)
             if to.tag is None:
@@ -906,7 +1087,7 @@ class StreamFramer:
                 if colon and name.strip().lower() in (b"content-length", b"l"):
                     found += 1
                     text = value.strip()
-                    if not re.match(rb"[0-9]{1,10}\Z", text):
+                    if not _CL_BYTES_RE.match(text):
                         raise SipParseError(f"Content-Length {text[:20]!r} is not a non-negative number")
                     length = int(text)
             if found > 1:

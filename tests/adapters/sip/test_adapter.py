@@ -46,6 +46,8 @@ def sip_request(method: str, uri: str, extra: str = "", body: bytes = b"", *, to
 
 class AdapterFixture:
     reply = None
+    #: extra adapter settings for a test class
+    settings: dict = {}
 
     def setUp(self) -> None:
         self.bus = make_bus()
@@ -55,6 +57,7 @@ class AdapterFixture:
         settings = SipSettings.from_mapping({
             "domains": ["sip.test"], "transports": ["tcp"], "port": 5070,
             "routes": {"sip.test": "sip:127.0.0.1:5080;transport=tcp"}, "use_dns": False,
+            **self.settings,
         })
         self.adapter = SipAdapter(self.bus, settings, reactor=self.reactor)
         self.bus.register(self.adapter)
@@ -217,6 +220,9 @@ class PresenceTests(AdapterFixture, TestCase):
         self.xmpp.inject(Publish(pres_uri("juliet", "xmpp.test"), Content("application/pidf+xml", PIDF),
                                  instance="balcony"))
         settle(self.bus)
+        # RFC 3856 §6.12: not within 5 s of the first NOTIFY; it leaves when the interval is over
+        self.assertEqual([m for m in self.received() if isinstance(m, Request)], [])
+        self.reactor.advance(5)
         later = [m for m in self.received() if isinstance(m, Request)]
         self.assertEqual(later[-1].body, PIDF)
         self.assertEqual(later[-1].media_type, "application/pidf+xml")

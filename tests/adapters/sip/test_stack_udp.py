@@ -87,3 +87,26 @@ class UDPStackTests(TestCase):
         self.assertEqual(len([op for op in sink.delivered if isinstance(op, Message)]), 1)
         self.assertEqual(adapter.stack.counters.get("rejected_unparsable"), 1)
         self.assertEqual(adapter.stack.counters.get("dropped_unparsable"), 1)
+
+    @inlineCallbacks
+    def test_datagram_bigger_than_8192_octets(self):  # type: ignore[no-untyped-def]
+        """Twisted reads 8192 octets per datagram by default; a 20 kB MESSAGE must arrive whole."""
+        bus = make_bus(reactor=reactor)
+        self.addCleanup(bus.stop)
+        sink = RecordingAdapter("cpim-test", ["xmpp.test"])
+        attach(bus, sink)
+        adapter = SipAdapter(bus, SipSettings.from_mapping(
+            {"domains": ["sip.test"], "port": 0, "transports": ["udp"], "use_dns": False}), reactor=reactor)
+        bus.register(adapter)
+        adapter.startService()
+        self.addCleanup(adapter.stopService)
+        peer = _Peer()
+        port = reactor.listenUDP(0, peer, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        body = b"x" * 20000
+        data = message("big1").replace(b"Content-Length: 2\r\n\r\nhi", b"Content-Length: 20000\r\n\r\n" + body)
+        answer = peer.next()
+        peer.transport.write(data, ("127.0.0.1", adapter.ports["UDP"]))
+        self.assertEqual(parse_message((yield answer)).status, 200)
+        [delivered] = [op for op in sink.delivered if isinstance(op, Message)]
+        self.assertTrue(delivered.content.body.endswith(body))

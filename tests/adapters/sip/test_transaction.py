@@ -166,3 +166,77 @@ class MatchingTests(TestCase):
         table.add_client(transaction)
         response = parse_message(make_response(message_request(), 200, "OK").to_bytes())
         self.assertIs(table.match_client(response), transaction)
+
+
+class LeanCompletedServerTests(TestCase):
+    """A table with a clock keeps only the final response octets for Timer J."""
+
+    def test_completed_udp_server_lingers_lean_then_expires(self) -> None:
+        clock = Clock()
+        table = TransactionTable(clock)
+        sent: list[bytes] = []
+        request = message_request()
+        server = ServerTransaction(request, sent.append, clock, reliable=False, key=server_key(request))
+        table.add_server(server)
+        server.respond(make_response(request, 200, "OK", to_tag="t"))
+        entry = table.match_server(request)
+        self.assertIsNot(entry, server)
+        self.assertEqual((entry.state, entry.data, clock.getDelayedCalls().__len__()), ("completed", sent[0], 1))
+        entry.request_retransmitted(request)
+        self.assertEqual(sent, [sent[0], sent[0]])
+        later = message_request("z9hG4bKother")
+        clock.advance(10)
+        other = ServerTransaction(later, sent.append, clock, reliable=False, key=server_key(later))
+        table.add_server(other)
+        other.respond(make_response(later, 200, "OK", to_tag="t"))
+        clock.advance(22)  # 64*T1 after the first: only the first has gone
+        self.assertIsNone(table.match_server(request))
+        self.assertIsNotNone(table.match_server(later))
+        clock.advance(10)
+        self.assertIsNone(table.match_server(later))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_reliable_and_invite_keep_their_own_timers(self) -> None:
+        clock = Clock()
+        table = TransactionTable(clock)
+        request = message_request()
+        server = ServerTransaction(request, lambda data: None, clock, reliable=True, key=server_key(request))
+        table.add_server(server)
+        server.respond(make_response(request, 200, "OK", to_tag="t"))
+        self.assertIsNone(table.match_server(request))  # TCP: terminated at once (Timer J = 0)
+        invite = message_request(method="INVITE")
+        server = ServerTransaction(invite, lambda data: None, clock, reliable=False, key=server_key(invite))
+        table.add_server(server)
+        server.respond(make_response(invite, 488, "Not Acceptable Here", to_tag="t"))
+        self.assertIs(table.match_server(invite), server)
+
+    def test_stop_forgets_lingering_entries(self) -> None:
+        clock = Clock()
+        table = TransactionTable(clock)
+        request = message_request()
+        server = ServerTransaction(request, lambda data: None, clock, reliable=False, key=server_key(request))
+        table.add_server(server)
+        server.respond(make_response(request, 200, "OK", to_tag="t"))
+        table.stop()
+        self.assertEqual((table.servers, clock.getDelayedCalls()), ({}, []))
+
+    def test_completed_udp_client_lingers_for_timer_k(self) -> None:
+        clock = Clock()
+        table = TransactionTable(clock)
+        request = message_request()
+        client = ClientTransaction(request, lambda data: None, clock, reliable=False)
+        table.add_client(client)
+        client.start()
+        ok = make_response(request, 200, "OK", to_tag="x")
+        results: list = []
+        client.deferred.addCallback(results.append)
+        table.match_client(ok).response_received(ok)
+        entry = table.match_client(ok)
+        self.assertIsNot(entry, client)
+        entry.response_received(ok)  # a retransmitted 200 is absorbed
+        self.assertEqual((len(results), entry.absorbed, client.retransmissions), (1, 1, 0))
+        clock.advance(0.5)  # no Timer E any more
+        self.assertEqual(client.retransmissions, 0)
+        clock.advance(4.5)  # T4
+        self.assertIsNone(table.match_client(ok))
+        self.assertEqual(clock.getDelayedCalls(), [])
