@@ -22,10 +22,14 @@ RFC 3859 §4.4 (digest §3.3), as this service applies it:
     5. the response (success, granted duration) fires, and *then* one
        ``Notify`` with the current composed state goes to the watcher's
        adapter (the adapter the subscribe came from, else the one routing
-       the watcher's domain).  When nothing is known yet -- or the target's
-       network has not authorised the watcher yet -- that notify has state
-       ``pending`` and no document: stored presence is never shown before
-       the target's network said yes.
+       the watcher's domain).  An authorised (``active``) subscription gets
+       state ``active`` and the composed document -- when nothing has been
+       published, a PIDF document without tuples (:func:`empty_pidf`, RFC
+       3863 §4.1: nothing is known), so that every watcher hears at once
+       that the subscription is on (an XMPP watcher's ``subscribed``, a PRIM
+       or SIP NOTIFY).  While the target's network has not authorised the
+       watcher yet, that notify has state ``pending`` and no document:
+       stored presence is never shown before the target's network said yes.
 
     Duration 0 with the SubscriptID of a live subscription cancels it: the
     record is removed, a Subscribe of duration 0 is forwarded upstream, the
@@ -42,7 +46,10 @@ RFC 3859 §4.4 (digest §3.3), as this service applies it:
 ``notify`` (:meth:`PresenceService.notify`), from the target's network for
     one subscription: the document is stored as the instance named by the
     origin adapter, the (composed) state is passed to the watcher's
-    adapter, and state ``terminated`` ends the subscription.  There is no
+    adapter, and state ``terminated`` ends the subscription.  A notify that
+    makes a pending subscription ``active`` without a document gives the
+    watcher the current state (the composed document, else
+    :func:`empty_pidf`), as a first notify does.  There is no
     response to a notify in RFC 3859; the Response returned only tells the
     sending adapter whether the subscription was known.
 
@@ -296,6 +303,17 @@ class PresenceService:
     def _done(self, result: Any, work: Deferred[Any]) -> Any:
         self._busy.discard(work)
         return result
+
+    @inlineCallbacks
+    def _current_document(self, presentity: CPIMURI):  # type: ignore[no-untyped-def]
+        """``Deferred[Content]``: the composed published state, or :func:`empty_pidf` when nothing is known.
+
+        What an *active* subscription's first notify carries (RFC 3859 §4.4:
+        the notify follows the response at once, with the current state;
+        RFC 3863 §4.1: a document without tuples says nothing is known).
+        """
+        documents = yield self._store.get_presence(presentity)
+        return compose_documents(documents, presentity) or empty_pidf(presentity)
 
     # -- notifying watchers ------------------------------------------------
 
@@ -580,10 +598,12 @@ class PresenceService:
             current = yield self._store.get_subscription(subscript_id)
             if current is None:
                 return None
-            documents = yield self._store.get_presence(current.target)
-            document = compose_documents(documents, current.target) if current.state == ACTIVE else None
-            state = SubscriptionState.ACTIVE if document is not None else SubscriptionState.PENDING
-            yield self._notify_watcher(current, document, state, force=True)
+            if current.state != ACTIVE:
+                # The target's network has not said yes: stored presence is not shown.
+                yield self._notify_watcher(current, None, SubscriptionState.PENDING, force=True)
+                return None
+            document = yield self._current_document(_uri(current.target))
+            yield self._notify_watcher(current, document, SubscriptionState.ACTIVE, force=True)
             return None
 
         return success(op, duration=granted), first_notify
@@ -665,7 +685,12 @@ class PresenceService:
             record = attrs.evolve(record, state=new_state)
             yield self._store.put_subscription(record)
         if op.presence is None:
-            if changed or new_state == PENDING:
+            if changed and new_state == ACTIVE:
+                # Authorised by a notify without a document (a SIP NOTIFY with no body for a presentity
+                # that published nothing): the watcher is told at once, with the current state.
+                document = yield self._current_document(target)
+                yield self._notify_watcher(record, document, SubscriptionState.ACTIVE, force=True, origin=op.origin)
+            elif changed or new_state == PENDING:
                 yield self._notify_watcher(record, None, op.state, force=changed, origin=op.origin)
             return success(op)
         document = op.presence

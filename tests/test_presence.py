@@ -30,7 +30,7 @@ from cpimgw.cpim.operations import (
 from cpimgw.cpim.uri import im_uri, pres_uri
 from cpimgw.interfaces import IPresenceService
 from cpimgw.policy import DefaultPolicy
-from cpimgw.presence import compose_documents
+from cpimgw.presence import compose_documents, empty_pidf
 from cpimgw.store.records import ACTIVE, PENDING, document_digest
 from cpimgw.store.sqlite import SQLiteStore
 from cpimgw.testing import BusFixture, RecordingAdapter, attach, make_bus, settle
@@ -107,9 +107,11 @@ class SubscribeTests(PresenceFixture, unittest.TestCase):
         self.assertEqual(self.events, ["beta:Subscribe", "response", "alpha:Notify"])
         [notify] = self.notifies(self.alpha)
         self.assertEqual((notify.watcher, notify.target, notify.subscript_id), (ALICE, BOB, op.subscript_id))
-        # Nothing known of bob yet: pending, no document.
-        self.assertIs(notify.state, SubscriptionState.PENDING)
-        self.assertIsNone(notify.presence)
+        # Nothing known of bob yet, but beta said yes: active, with a document that has no tuple
+        # (RFC 3863 §4.1), so every watcher hears at once that the subscription is on.
+        self.assertIs(notify.state, SubscriptionState.ACTIVE)
+        self.assertEqual(notify.presence, empty_pidf(BOB))
+        self.assertEqual(pidf.parse_pidf(notify.presence.body).tuples, ())
         self.assertEqual(notify.expires, 3600)
         self.assertNotEqual(notify.trans_id, op.trans_id)
         record = self.record(op.subscript_id)
@@ -280,6 +282,49 @@ class SubscribeTests(PresenceFixture, unittest.TestCase):
         latest = self.notifies(self.alpha)[-1]
         self.assertIs(latest.state, SubscriptionState.ACTIVE)
         self.assertEqual(self.record(op.subscript_id).state, ACTIVE)
+
+    def test_first_notify_of_unpublished_presentity_is_active(self) -> None:
+        """RFC 3859 §4.4: response, then at once a notify with the current state -- even when that is nothing."""
+        op, response = self.subscribe(600)
+        self.assertIs(response.status, Status.SUCCESS)
+        self.assertEqual(self.events, ["beta:Subscribe", "response", "alpha:Notify"])
+        [first] = self.notifies(self.alpha)
+        self.assertEqual((first.state, first.presence, first.expires, first.subscript_id),
+                         (SubscriptionState.ACTIVE, empty_pidf(BOB), 600, op.subscript_id))
+        self.assertEqual(first.presence.body, b"<?xml version='1.0' encoding='UTF-8'?>\n<presence xmlns="
+                                              b"'urn:ietf:params:xml:ns:pidf' entity='pres:bob@beta.example'/>\n")
+        # The first publish then reaches the watcher (its digest differs from the empty document's).
+        self.publish(OPEN)
+        self.assertEqual(self.notifies(self.alpha)[-1].presence, OPEN)
+        self.assertEqual(len(self.notifies(self.alpha)), 2)
+
+    def test_approval_without_document_gives_current_state(self) -> None:
+        """A pending subscription made active by a notify with no document (a SIP NOTIFY without a body)."""
+        self.beta.reply = lambda op: indeterminant(op, "awaiting approval", native_code=202)
+        op, _ = self.subscribe(600)
+        [first] = self.notifies(self.alpha)
+        self.assertEqual((first.state, first.presence), (SubscriptionState.PENDING, None))
+        approve = Notify(ALICE, BOB, None, subscript_id=op.subscript_id, origin="beta")
+        self.assertIs(self.successResultOf(self.beta.inject(approve)).status, Status.SUCCESS)
+        settle(self.bus)
+        [_, second] = self.notifies(self.alpha)
+        self.assertEqual((second.state, second.presence), (SubscriptionState.ACTIVE, empty_pidf(BOB)))
+        self.assertEqual(self.record(op.subscript_id).state, ACTIVE)
+        # The same notify again changes nothing: no second notify.
+        again = Notify(ALICE, BOB, None, subscript_id=op.subscript_id, origin="beta")
+        self.successResultOf(self.beta.inject(again))
+        settle(self.bus)
+        self.assertEqual(len(self.notifies(self.alpha)), 2)
+
+    def test_approval_without_document_gives_published_state(self) -> None:
+        self.publish(OPEN)
+        self.beta.reply = lambda op: indeterminant(op, "awaiting approval", native_code=202)
+        op, _ = self.subscribe(600)
+        approve = Notify(ALICE, BOB, None, subscript_id=op.subscript_id, origin="beta")
+        self.successResultOf(self.beta.inject(approve))
+        settle(self.bus)
+        latest = self.notifies(self.alpha)[-1]
+        self.assertEqual((latest.state, latest.presence), (SubscriptionState.ACTIVE, OPEN))
 
     def test_target_terminates(self) -> None:
         op, _ = self.subscribe(600)

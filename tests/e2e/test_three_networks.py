@@ -38,6 +38,19 @@ def name_addr_uri(value: str) -> str:
     return uri.split(";", 1)[0]
 
 
+def first_tuple(document: bytes) -> tuple[str, str]:
+    """(id, basic status) of the first PIDF tuple of ``document`` -- what a watcher showing one state reads."""
+    from lxml import etree
+
+    pidf = "urn:ietf:params:xml:ns:pidf"
+    root = etree.fromstring(document, etree.XMLParser(resolve_entities=False, no_network=True))
+    first = root.find(f"{{{pidf}}}tuple")
+    if first is None:
+        raise AssertionError(f"no tuple in {document!r}")
+    basic = first.find(f"{{{pidf}}}status/{{{pidf}}}basic")
+    return first.get("id"), (basic.text or "").strip() if basic is not None else ""
+
+
 def fresh(word: str) -> str:
     """A note nobody has published yet (so the watcher's change is unambiguous)."""
     return f"{word}-{uuid.uuid4().hex[:8]}"
@@ -143,8 +156,6 @@ class PresenceTests(ThreeNetworksTestCase):
 
     @inlineCallbacks
     def test_xmpp_watches_prim(self):  # type: ignore[no-untyped-def]
-        # carol publishes first: a subscription to a PRIM user who has published nothing gets no
-        # notify, so the XMPP watcher would never see "subscribed" (reported to the PRIM engineer).
         carol = xmpp_jid_of("carol", "prim.localhost")
         before = fresh("carol-at-home")
         answer = yield self.carol.publish_status("open", note=before).addTimeout(WAIT, reactor)
@@ -190,6 +201,7 @@ class PresenceTests(ThreeNetworksTestCase):
 
         body, note = yield self.sip_watch_until_changed("alice@xmpp.localhost", change)
         self.assertEqual(tuple_with_note(body, note), ("ID-desk", "open"))
+        self.assertEqual(first_tuple(body), ("ID-desk", "open"))  # no bare-JID tuple in front of it
         self.assertIn(b"away", body)
 
     @inlineCallbacks
@@ -216,12 +228,12 @@ class PresenceTests(ThreeNetworksTestCase):
         self.assertEqual(notify.header("From"), "pres:alice@xmpp.localhost")
         self.assertEqual(notify.header("To"), "pres:carol@prim.localhost")
         self.assertEqual(tuple_with_note(notify.body, note), ("ID-desk", "open"))
+        self.assertEqual(first_tuple(notify.body), ("ID-desk", "open"))  # no bare-JID tuple in front of it
         self.assertIn(b"away", notify.body)
 
     @inlineCallbacks
     def test_prim_watches_sip(self):  # type: ignore[no-untyped-def]
-        # bob publishes first (Kamailio's first NOTIFY for a presentity without a publication
-        # does not reach the PRIM watcher), then changes to closed in a second publication.
+        # bob publishes first, then changes to closed in a second publication.
         before = fresh("bob-at-his-desk")
         yield self.sip_publish("bob@sip.localhost", "open", before, tuple_id="t1")
         yield self.prim_watch("pres:bob@sip.localhost")
@@ -232,3 +244,40 @@ class PresenceTests(ThreeNetworksTestCase):
         self.assertEqual(notify.header("From"), "pres:bob@sip.localhost")
         self.assertEqual(notify.header("To"), "pres:carol@prim.localhost")
         self.assertEqual(tuple_with_note(notify.body, note), ("t2", "closed"))
+
+
+class UnpublishedPresentityTests(ThreeNetworksTestCase):
+    """RFC 3859 §4.4: a successful subscribe is followed at once by a notify with the current state --
+    also when the presentity has published nothing (a PIDF document without tuples, RFC 3863 §4.1)."""
+
+    @inlineCallbacks
+    def test_xmpp_watches_unpublished_prim(self):  # type: ignore[no-untyped-def]
+        # dave (PRIM) never logs in or publishes: alice's subscription is still confirmed ("subscribed").
+        dave = xmpp_jid_of("dave", "prim.localhost")
+        self.alice.call(self.alice.client.send_presence, pto=dave, ptype="subscribe")
+        yield wait_until(lambda: self.alice.roster_subscription(dave) in ("to", "both"), WAIT,
+                         what=f"'subscribed' from {dave}")
+        # Nothing is known of dave: he is never shown available.
+        self.assertFalse([p for p in self.alice.presences
+                          if p["from"].split("/")[0] == dave and p["type"] in ("available", "")])
+
+    @inlineCallbacks
+    def test_prim_watches_unpublished_sip(self):  # type: ignore[no-untyped-def]
+        # erin (SIP, through Kamailio) has published nothing: carol still gets her first NOTIFY.
+        target = f"pres:erin-{uuid.uuid4().hex[:6]}@sip.localhost"
+        answer = yield self.carol.subscribe(target, 600).addTimeout(WAIT, reactor)
+        self.assertIn(answer.code, (200, 201))
+        notify = yield self.carol.wait_for("NOTIFY", lambda r: r.header("From") == target).addTimeout(WAIT, reactor)
+        self.assertEqual(notify.header("To"), "pres:carol@prim.localhost")
+        self.assertNotEqual(notify.header("Duration"), "0")  # active, not a final notify
+
+    @inlineCallbacks
+    def test_sip_watches_unpublished_prim(self):  # type: ignore[no-untyped-def]
+        process, workdir = self.sip_watch("dan@sip.localhost", "dave@prim.localhost")
+        yield wait_until(lambda: traced_requests(workdir, "NOTIFY") or process.ended.called, WAIT,
+                         what="the first NOTIFY of dave@prim.localhost")
+        [first, *_] = traced_requests(workdir, "NOTIFY")
+        yield process.stop()
+        self.assertTrue(sip_header(first, "Subscription-State").startswith("active"),
+                        sip_header(first, "Subscription-State"))
+        self.assertEqual(name_addr_uri(sip_header(first, "From")), "sip:dave@prim.localhost")

@@ -12,7 +12,8 @@ networks are JIDs under the gateway domain, the foreign address XEP-0106
 escaped in the localpart (``bob\\40sip.example@gw.xmpp.example``); the XMPP
 users' own domains are the adapter's ``domains``.
 
-Messages (RFC 3922 §4, RFC 7572): an XMPP ``<message/>`` becomes a ``Message``
+Messages (RFC 3922 §4, RFC 7572; RFC 3923 ``<e2e/>`` signed/encrypted objects
+both ways, :mod:`.e2e`): an XMPP ``<message/>`` becomes a ``Message``
 dispatched on the bus; a failure ``Response`` is answered with the RFC 7247
 §7 stanza error, a success with a local XEP-0184 receipt when one was asked
 for.  ``deliver(Message)`` sends the stanza and answers ``indeterminant``
@@ -28,6 +29,9 @@ XMPP -> bus                       bus -> XMPP
 ================================  ============================================
 available / unavailable           ``Publish`` (one PIDF tuple per resource;
                                   unchanged presence is not re-published)
+unavailable from a bare JID       ``Publish`` closed for each resource
+                                  published available; an account-level
+                                  tuple only while no resource published
 ``subscribe`` to a foreign user   ``Subscribe`` (duration ``subscription_
                                   duration``, refreshed before it ends); a
                                   failure answers ``unsubscribed``
@@ -40,7 +44,9 @@ from the XMPP user                success / failure forbidden; a revoke later
                                   is a terminated ``Notify`` (rejected)
 ``deliver(Subscribe)``            ``subscribe`` (``unsubscribe`` to cancel,
                                   ``probe`` to fetch) from the foreign JID
-``deliver(Notify)``               ``subscribed`` on the first active notify,
+``deliver(Notify)``               ``subscribed`` on the first active notify
+                                  (the presence service sends one at once,
+                                  even for a presentity that published nothing),
                                   then one ``<presence/>`` per tuple;
                                   terminated: ``unsubscribed`` (rejected,
                                   noresource) or ``unavailable``
@@ -66,7 +72,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 import cpimgw
-from cpimgw.adapters.xmpp import mapping
+from cpimgw.adapters.xmpp import e2e, mapping
 from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
 from cpimgw.adapters.xmpp.component import ComponentConnection, NotConnected
 from cpimgw.adapters.xmpp.errors import condition_for_stanza_error, sip_status_for_stanza_error, stanza_error_for_condition
@@ -99,7 +105,7 @@ NS_PING = "urn:xmpp:ping"
 NS_VERSION = "jabber:iq:version"
 FEATURES = (
     NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION,
-    mapping.NS_CHATSTATES, mapping.NS_RECEIPTS, mapping.NS_XHTML_IM, mapping.NS_SID,
+    mapping.NS_CHATSTATES, mapping.NS_RECEIPTS, mapping.NS_XHTML_IM, mapping.NS_SID, e2e.NS_E2E,
 )
 
 #: The embedded default settings (also the ``[adapters.xmpp]`` table of conf/cpimgw.toml).
@@ -346,6 +352,11 @@ class XMPPAdapter(MultiService):
         # presentity key -> the last carried PIDF octets published for it
         self.last_document: dict[tuple[str, str], bytes] = {}
         self.sent_resources: dict[tuple, set[str]] = {}
+        # XMPP presentity key -> resource -> whether its last published presence is available (a
+        # bare-JID unavailable closes the available ones), and the presentities with an account-level
+        # (bare JID) tuple.
+        self.published_resources: dict[tuple[str, str], dict[str, bool]] = {}
+        self.bare_published: set[tuple[str, str]] = set()
 
     # -- helpers ---------------------------------------------------------
 
@@ -621,8 +632,44 @@ class XMPPAdapter(MultiService):
             self.last_presence.pop(sender, None)
         else:
             self.last_presence[sender] = signature
+        key = _key(entity)
+        if resource is None:
+            self._on_bare_availability(stanza, kind, entity, content)
+            return
+        if key in self.bare_published:
+            # A resource speaks for itself now: the account-level tuple goes first (withdrawn, no notify).
+            self.bare_published.discard(key)
+            self.bus.dispatch(Publish(entity, content, origin=self.name, instance=None, expires=0))
+        self.published_resources.setdefault(key, {})[resource] = kind == "available"
         self.count("presence-in")
         self.bus.dispatch(Publish(entity, content, origin=self.name, instance=resource))
+
+    def _on_bare_availability(self, stanza: domish.Element, kind: str, entity: CPIMURI, content: Any) -> None:
+        """A presence from a bare JID (a server's answer to a probe, RFC 6121 §4.3.2; a server-generated one).
+
+        ``unavailable`` says that no resource of the account is available: it
+        closes the tuple of each resource published as available (RFC 3922
+        §5.1: one tuple per resource; nothing when all are closed already),
+        and only when no resource was ever published does it become one
+        account-level closed tuple (instance ``None``, tuple ``ID-``),
+        withdrawn again as soon as a resource publishes -- so a bare-JID
+        presence never leaves a stale closed tuple in front of the
+        resources' tuples of the composed document.
+        """
+        key = _key(entity)
+        states = self.published_resources.get(key) if kind == "unavailable" else None
+        self.count("presence-in")
+        if states:
+            sender = mapping._jid_attr(stanza, "from")
+            for resource in sorted(resource for resource, available in states.items() if available):
+                states[resource] = False
+                self.last_presence.pop(JID(tuple=(sender.user, sender.host, resource)).full(), None)
+                _, _, closed = mapping.presence_to_pidf(mapping.from_resource(stanza, resource), self.addresses,
+                                                        timestamp=self.timestamps(self.reactor.seconds()))
+                self.bus.dispatch(Publish(entity, closed, origin=self.name, instance=resource))
+            return
+        self.bare_published.add(key)
+        self.bus.dispatch(Publish(entity, content, origin=self.name, instance=None))
 
     def _on_carried_pidf(self, stanza: domish.Element, sender: str) -> bool:
         """Publish the PIDF document a presence carries for its own sender (see :func:`.mapping.carried_pidf`).

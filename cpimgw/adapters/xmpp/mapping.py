@@ -24,6 +24,9 @@ XEP-0085 chat state                    ``XMPP.Chat-State``; without a body the c
                                        RFC 7573 §7: composing = active, else idle)
 XEP-0184 request / received            ``XMPP.Receipt-Request``, ``XMPP.Receipt-Received``
 XEP-0071 ``<html/>``                   ``XMPP.XHTML-IM`` (the element's XML)
+RFC 3923 ``<e2e/>``                    no Message/CPIM object: the content IS the signed
+                                       or encrypted MIME entity (:mod:`.e2e`; line ends
+                                       restored to canonical CRLF)
 any other child element                ``XMPP.Element`` (its XML)
 no ``<body/>`` at all                  ``XMPP.No-Body: true``
 ``from`` / ``to`` as full JIDs         ``XMPP.From``, ``XMPP.To`` (the resources, and which
@@ -46,12 +49,17 @@ the address maps to (so an instance survives networks that have none, and a
 header can never move a message to another JID); ``cc``, ``DateTime`` and ``NS`` are not passed;
 ``Require`` naming anything but the ``XMPP.*`` headers fails the message
 (:class:`~cpimgw.cpim.errors.NotUnderstoodError`); only ``text/plain``
-(us-ascii or utf-8) becomes ``<body/>``; ``id`` is ``XMPP.Id``, else
+(us-ascii or utf-8) becomes ``<body/>``; a ``multipart/signed`` or
+``application/pkcs7-mime`` content (bare, or wrapped in Message/CPIM)
+becomes RFC 3923 ``<e2e/>`` with a ``<body/>`` fallback
+(:func:`.e2e.fallback_text`); ``id`` is ``XMPP.Id``, else
 ``Content-ID``, else the ``Message.message_id`` (PRIM Message-ID, SIP
 Call-ID...), else the TransID.
 
 Presence (RFC 3922 §5, RFC 7248 §5): XMPP presence -> one PIDF tuple per
-resource (``tuple_id_for(resource)``), ``basic`` open/closed, ``<show/>`` as
+resource (``tuple_id_for(resource)``; a bare JID's is ``ID-``, which the
+adapter only publishes while no resource has, see
+:meth:`.adapter.XMPPAdapter._on_bare_availability`), ``basic`` open/closed, ``<show/>`` as
 ``<show xmlns='jabber:client'/>`` in ``<status>``, ``<status/>`` as tuple
 notes, ``<priority/>`` as contact priority n/127 (a negative priority in
 ``<priority xmlns='urn:x-cpimgw:xmpp'/>``), other children kept as tuple
@@ -81,6 +89,7 @@ from typing import Iterable, Sequence
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
+from cpimgw.adapters.xmpp import e2e
 from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
 from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
 from cpimgw.cpim.errors import MessageFormatError, NotUnderstoodError, ParseError
@@ -290,7 +299,7 @@ def message_to_cpim(
             extensions.append(_ext("Receipt-Received", child.getAttribute("id") or ""))
         elif child.uri == NS_XHTML_IM and child.name == "html":
             extensions.append(_ext("XHTML-IM", element_xml(child, stanza.uri)))
-        elif child.uri == NS_XMPP and child.name == "cpim":
+        elif (child.uri == NS_XMPP and child.name == "cpim") or (child.uri == e2e.NS_E2E and child.name == "e2e"):
             continue
         else:
             extensions.append(_ext("Element", element_xml(child, stanza.uri)))
@@ -311,6 +320,18 @@ def message_to_cpim(
                 )
         except ParseError:
             pass  # not trustworthy: map the stanza itself
+
+    secured = e2e.find_e2e(stanza)
+    if secured is not None:
+        # RFC 3923 §3: the signed/encrypted MIME entity is the message; its octets are the content.
+        try:
+            content = e2e.content_from_e2e(e2e.e2e_text(secured))
+        except ParseError as error:
+            raise StanzaError(f"RFC 3923 <e2e/>: {error.reason}", "bad-request") from None
+        return Message(
+            source, destination, content, message_id=message_id, origin=origin,
+            source_instance=source_instance, destination_instance=destination_instance,
+        )
 
     primary_index = None
     for index, (lang, _) in enumerate(bodies):
@@ -424,13 +445,21 @@ def cpim_to_message(
     stanza["from"] = sender.full()
     stanza["to"] = recipient.full()
     if operation.content.media_type != MEDIA_CPIM:
-        # RFC 3860 allows other formats: text/plain is a body, the rest is refused.
+        # RFC 3860 allows other formats: text/plain is a body, a signed or encrypted object is
+        # RFC 3923 <e2e/> (with a <body/> fallback), the rest is refused.
         kind, params = operation.content.media_type, dict(operation.content.parameters)
-        if kind != "text/plain" or params.get("charset", "utf-8").lower() not in ("utf-8", "us-ascii"):
+        secured = e2e.is_secured(kind)
+        plain = kind == "text/plain" and params.get("charset", "utf-8").lower() in ("utf-8", "us-ascii")
+        if not secured and not plain:
             raise MessageFormatError(f"{kind} cannot be carried in an XMPP message")
         stanza["id"] = operation.message_id or operation.trans_id
         if default_type:
             stanza["type"] = default_type
+        if secured:
+            content_type = e2e.format_content_type(operation.content)
+            stanza.addElement("body", content=e2e.fallback_text(content_type, operation.content.body))
+            stanza.addChild(e2e.e2e_element(e2e.entity_text(content_type, operation.content.body)))
+            return stanza
         stanza.addElement("body", content=operation.content.body.decode("utf-8", errors="strict"))
         return stanza
     cpim = read_cpim(operation.content)
@@ -476,6 +505,9 @@ def cpim_to_message(
                 body[(NS_XML, "lang")] = language
         elif media == "text/plain":
             raise MessageFormatError(f"text/plain in charset {params.get('charset')} is not mapped (RFC 3922 §4.2)")
+        elif e2e.is_secured(media):
+            fallback = e2e.fallback_text(cpim.content_header("Content-Type") or media, cpim.body)
+            stanza.addElement("body", content=fallback)
     for text, params_ in values.get("Body", []):
         body = stanza.addElement("body", content=text)
         lang = dict(params_).get("lang")
@@ -510,6 +542,10 @@ def cpim_to_message(
     for name in ("XHTML-IM", "Element"):
         for text, _ in values.get(name, []):
             stanza.addChild(parse_fragment(text, namespace))
+    if e2e.is_secured(media):
+        # RFC 3923 §3: the signed/encrypted entity the Message/CPIM object wraps, octets unchanged.
+        stanza.addChild(e2e.e2e_element(e2e.entity_text(
+            cpim.content_header("Content-Type") or media, cpim.body, cpim.content_header("Content-Transfer-Encoding"))))
     if carry_cpim:
         stanza.addElement((NS_XMPP, "cpim"), content=base64.b64encode(operation.content.body).decode("ascii"))
     return stanza
@@ -577,7 +613,26 @@ def presence_to_pidf(
         extensions,
     )
     document = build_pidf(entity, [item])
-    return entity, resource, Content(MEDIA_PIDF, document.to_bytes(), (("charset", "utf-8"),))
+    # No charset parameter: the document's XML declaration names UTF-8 (RFC 3023 §3.2), and a watcher
+    # gets the same Content-Type as for the other networks' presence.
+    return entity, resource, Content(MEDIA_PIDF, document.to_bytes())
+
+
+def from_resource(stanza: domish.Element, resource: str) -> domish.Element:
+    """A copy of a bare-JID ``<presence/>`` as if its sender's ``resource`` had sent it.
+
+    RFC 6121 §4.3.2 / §4.5.2: ``unavailable`` from the bare JID says that no
+    resource of the account is available; the adapter maps it to
+    ``unavailable`` from each resource it has published (one closed tuple
+    each, RFC 3922 §5.1), never to a tuple of its own.
+    """
+    sender = _jid_attr(stanza, "from")
+    copy = domish.Element((stanza.uri, stanza.name), defaultUri=stanza.defaultUri,
+                          attribs=dict(stanza.attributes))
+    copy["from"] = JID(tuple=(sender.user, sender.host, resource)).full()
+    for child in stanza.children:
+        copy.children.append(child)  # shared, read only: the original keeps them as its own
+    return copy
 
 
 # -- presence: PIDF -> XMPP ------------------------------------------------
@@ -609,7 +664,9 @@ def pidf_to_presences(
 
     ``from`` is the target's JID with the tuple's instance as resource; a
     document without tuples gives one presence from the bare JID when it has
-    notes, else none (digest §7.5 decision).
+    notes, else none (digest §7.5 decision) -- unless ``carry`` is given:
+    then an ``unavailable`` from the bare JID carries the document (nothing
+    is known: never shown as available).
 
     :param carry: a :func:`pidf_element` added to every presence (each may
         be the only one a receiver keeps).
@@ -651,6 +708,9 @@ def pidf_to_presences(
         stanza = domish.Element((namespace, "presence"))
         stanza["from"] = addresses.uri_to_jid(target).full()
         stanza["to"] = recipient.full()
+        if not document.notes:
+            # Nothing known of the presentity (RFC 3863 §4.1): XMPP shows that as offline.
+            stanza["type"] = "unavailable"
         for note in document.notes:
             status = stanza.addElement("status", content=note.text)
             if note.lang:

@@ -15,9 +15,10 @@ from cpimgw.adapters.prim.presence_doc import simple_pidf
 from cpimgw.adapters.prim.server import Session
 from cpimgw.adapters.prim.wire import Parser, Request
 from cpimgw.cpim.errors import ConfigError
-from cpimgw.cpim.operations import Condition, Content, Message, Publish, Status, Subscribe, failure
+from cpimgw.cpim.operations import MEDIA_PIDF, Condition, Content, Message, Publish, Status, Subscribe, failure
 from cpimgw.cpim.uri import im_uri, pres_uri
 from cpimgw.interfaces import IAdapter, IMessaging, IPresence
+from cpimgw.presence import empty_pidf
 from cpimgw.testing import BusFixture, settle
 
 CLASS_TABLE = b'<classtable><class name="friends"><watcher>bff@alpha.example</watcher></class></classtable>'
@@ -233,6 +234,36 @@ class AdapterTests(PrimFixture, TestCase):
         self.assertIn(b'<contact priority="1">im:alice@prim.example</contact>', stored.body)
         self.assertIn(b"<basic>open</basic>", stored.body)
 
+    def test_signed_publish_is_relayed_octet_for_octet(self) -> None:
+        """RFC 3863 §4: a multipart/signed PIDF of the publisher is accepted and reaches the bus unchanged."""
+        conn = self.login()
+        pidf = simple_pidf("pres:alice@prim.example", "open", tuple_id="signed")
+        ctype = 'multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256; boundary="s1"'
+        body = (b"--s1\r\nContent-Type: application/pidf+xml\r\n\r\n" + pidf + b"\r\n--s1\r\n"
+                b"Content-Type: application/pkcs7-signature\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQE=\r\n--s1--\r\n")
+        conn.send("PUBLISH", [("From", "pres:alice@prim.example"), ("Tuple-ID", "signed"), ("Content-Type", ctype)],
+                  body)
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200])
+        stored = self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example")))["prim"]
+        self.assertEqual((stored.media_type, stored.body), ("multipart/signed", body))
+        self.assertIn(("boundary", '"s1"'), stored.parameters)
+        # A second tuple: a signature cannot cover a composition; the signed PIDF joins it unsigned.
+        other = simple_pidf("pres:alice@prim.example", "closed", tuple_id="other")
+        conn.send("PUBLISH", [("From", "pres:alice@prim.example"), ("Tuple-ID", "other"),
+                              ("Content-Type", "application/pidf+xml")], other)
+        settle(self.bus)
+        self.assertEqual([r.code for r in conn.read()], [200])
+        self.assertEqual(self.adapter._document_for(("alice", "prim.example"), None),
+                         Content(MEDIA_PIDF, compose_tuples("pres:alice@prim.example", [pidf, other])))
+        # Signed for somebody else, or not a PIDF inside: 400.
+        for inner in (simple_pidf("pres:mallory@prim.example", "open", tuple_id="x"), b"hello"):
+            forged = body.replace(pidf, inner)
+            conn.send("PUBLISH", [("From", "pres:alice@prim.example"), ("Tuple-ID", "forged"),
+                                  ("Content-Type", ctype)], forged)
+            settle(self.bus)
+            self.assertEqual([r.code for r in conn.read()], [400])
+
     def test_polite_blocking(self) -> None:
         conn = self.login()
         conn.send("SETCLASSTABLE", [("From", "pres:alice@prim.example"), ("Content-Type", "text/xml")], CLASS_TABLE)
@@ -247,16 +278,22 @@ class AdapterTests(PrimFixture, TestCase):
         stored = self.successResultOf(self.store.get_presence(pres_uri("alice", "prim.example")))
         self.assertEqual(stored["prim"].body, public)  # other networks see the public part only
         self.assertEqual(self.adapter._document_for(("alice", "prim.example"), "bff@alpha.example"),
-                         compose_tuples("pres:alice@prim.example", [public, private]))
-        self.assertEqual(self.adapter._document_for(("alice", "prim.example"), "stranger@alpha.example"), public)
+                         Content(MEDIA_PIDF, compose_tuples("pres:alice@prim.example", [public, private])))
+        self.assertEqual(self.adapter._document_for(("alice", "prim.example"), "stranger@alpha.example"),
+                         Content(MEDIA_PIDF, public))
 
     def test_subscribe_from_user_agent_and_notify_back(self) -> None:
         conn = self.login()
         conn.send("SUBSCRIBE", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example"),
                                 ("Duration", "600"), ("Subscription-ID", "s1")])
         settle(self.bus)
-        (response,) = conn.read()
+        received = conn.read()
+        (response,) = [r for r in received if isinstance(r, wire.Response)]
         self.assertEqual((response.code, response.header("Subscription-ID")), (200, "s1"))
+        # RFC 3859: at once a first notify with the current state -- romeo published nothing yet.
+        (first,) = [r for r in received if isinstance(r, Request) and r.method == "NOTIFY"]
+        self.assertEqual((first.header("Subscription-ID"), first.body),
+                         ("s1", empty_pidf(pres_uri("romeo", "alpha.example")).body))
         (forwarded,) = self.alpha.of_type(Subscribe)
         self.assertEqual((forwarded.watcher, forwarded.subscript_id), (pres_uri("alice", "prim.example"), "s1"))
         pidf = simple_pidf("pres:romeo@alpha.example", "open")
