@@ -1,7 +1,7 @@
 """Benchmark: sipp -> SIP MESSAGE -> gateway -> XEP-0114 component -> real Prosody -> one XMPP user (loopback).
 
     .venv/bin/python benchmarks/bench_sip_xmpp.py [--rate 1000] [--count N] [--transport udp|tcp]
-        [--bounce-wait 1.0] [--prosody-nodelay] [--no-pin] [--verbose]
+        [--bounce-wait 0.25] [--prosody-nodelay] [--no-pin] [--verbose]
 
 Needs the README's venv plus the Debian packages ``prosody`` and ``sip-tester``
 (sipp), as the interop tests do; run it from the checkout's top directory.
@@ -20,7 +20,7 @@ test adapter).  What runs, all on 127.0.0.1:
 - **The gateway**, in this process: ``SipAdapter`` (UDP/TCP, domain
   ``sip.test``) + bus + ``XMPPAdapter`` in component mode (XEP-0114) attached
   to that Prosody, the adapters' default settings otherwise (``bounce_wait``
-  from ``--bounce-wait``, default 1.0 s as in ``conf/cpimgw.toml``).
+  from ``--bounce-wait``, default the XMPP adapter's own, as in ``conf/cpimgw.toml``).
 - **The XMPP receiver**: a raw c2s client in a child process (this file run
   with ``--receiver``; slixmpp would be the bottleneck at thousands of
   stanzas/s), logged in as ``alice@test.localhost/bench`` with initial
@@ -528,6 +528,13 @@ def main_harness(args: argparse.Namespace) -> None:
     reactor.run()
 
 
+def _adapter_bounce_wait() -> float:
+    """The XMPP adapter's default ``bounce_wait`` (the embedded default and the sample config)."""
+    from cpimgw.adapters.xmpp.adapter import DEFAULTS
+
+    return float(DEFAULTS["bounce_wait"])
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--receiver"]:
         _receiver(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
@@ -536,7 +543,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="MESSAGEs per second offered by sipp")
     parser.add_argument("--count", type=int, default=0, help="MESSAGEs in all (default: 5 s worth)")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
-    parser.add_argument("--bounce-wait", type=float, default=1.0,
+    parser.add_argument("--bounce-wait", type=float, default=_adapter_bounce_wait(),
                         help="the XMPP adapter's bounce_wait: seconds before a 202 (0: answer at once)")
     parser.add_argument("--prosody-nodelay", action="store_true",
                         help="set Prosody's network_settings nagle = false (TCP_NODELAY on its sockets)")

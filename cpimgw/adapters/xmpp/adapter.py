@@ -141,7 +141,8 @@ DEFAULTS: dict[str, Any] = {
     "carry_cpim": True,
     "subscription_duration": 86400,
     "subscribe_wait": 30.0,
-    "bounce_wait": 1.0,
+    # Under SIP's T1 (500 ms): a UDP MESSAGE is answered before sipp/UAs retransmit.
+    "bounce_wait": 0.25,
 }
 MODES = ("component", "s2s")
 SENT = "sent; XMPP gives no delivery result"
