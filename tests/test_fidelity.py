@@ -20,27 +20,12 @@ PROTOCOLS = ("prim", "sip", "xmpp")
 
 # (source, far): {unit: "field field ..."}; "*" = the unit did not make the trip at all.
 KNOWN_LOSSES = {
-    ('prim', 'sip'): {
-        'send-cpim-plain': 'message-id conversation-id',
-        'send-cpim-no-prim-ids': 'message-id conversation-id',
-        'publish-permanent-open': 'tuple-id pi-type duration',
-        'publish-leased-notes-languages': 'tuple-id',
-        'publish-leased-rpid-place-sphere': 'tuple-id',
-        'publish-permanent-unknown-extension': 'tuple-id pi-type duration',
-        'publish-permanent-xmpp-show-document-note': 'tuple-id pi-type duration',
-        'publish-legacy': 'tuple-id pi-type duration',
-    },
+    ('prim', 'sip'): {},
     ('prim', 'xmpp'): {
         'send-cpim-plain': 'conversation-id',
         'send-cpim-no-prim-ids': 'conversation-id',
     },
-    ('sip', 'prim'): {
-        'message-gruu-instance': 'request-uri from',
-        'message-cpim-require': '*',
-        'notify-contact-priority-timestamp': 'sub.state',
-        'notify-unknown-extension': 'sub.state',
-        'notify-terminated': 'sub.reason',
-    },
+    ('sip', 'prim'): {},
     ('sip', 'xmpp'): {
         'message-cpim-require': '*',
     },
@@ -91,12 +76,14 @@ class EngineTests(unittest.TestCase):
         })
         self.assertEqual(fields.carried, frozenset())
 
-    def test_pending_state_is_lost_through_prim(self):
+    def test_pending_state_survives_prim(self):
+        # PRIM NOTIFY has only Duration: the state rides in X-Subscription-State.
         trip = self.trip("sip", SIP_PENDING, "prim")
-        self.assertFalse(trip.equal)
-        self.assertEqual([(loss.field, loss.original, loss.returned) for loss in trip.losses],
-                         [("sub.state", "pending", "active")])
-        self.assertEqual(trip.losses[0].reason, "changed on the way through prim")
+        self.assertEqual(trip.losses, ())
+        self.assertTrue(trip.equal)
+        prim = self.codecs["prim"].from_operation(self.codecs["sip"].to_operation(SIP_PENDING))
+        self.assertIn(b"\r\nX-Subscription-State: pending\r\n", prim)
+        self.assertIn(b"\r\nDuration: 120\r\n", prim)
 
     def test_hop_by_hop_fields_are_not_compared(self):
         fields = fidelity.sip_fields(SIP_TEXT, self.codecs["sip"])
@@ -204,24 +191,47 @@ class MatrixTests(unittest.TestCase):
         self.assertEqual(lines[2].split(), ["source", "\\", "far", "prim", "sip", "xmpp"])
         cell = self.matrix.cell("sip", "prim")
         self.assertIn(f"{cell.equal}/{cell.total}", lines[4])
-        self.assertIn("  sip -> prim -> sip  notify-terminated  sub.reason: changed on the way through prim", lines)
+        self.assertIn("  prim -> xmpp -> prim  send-cpim-plain  conversation-id: changed on the way through xmpp",
+                      lines)
+
+    def test_sip_and_prim_carry_each_other_whole(self):
+        for source, far in (("sip", "prim"), ("prim", "sip")):
+            cell = self.matrix.cell(source, far)
+            self.assertEqual((cell.equal, cell.losses), (cell.total, ()), (source, far))
 
 
 class CommandTests(unittest.TestCase):
+    def setUp(self):
+        # A corpus with one real loss: SIP Priority (RFC 3261 §20.26) has no place in PRIM.
+        self.corpus = self.mktemp()
+        for name in ("sip", "prim"):
+            os.makedirs(os.path.join(self.corpus, name))
+        with open(os.path.join(self.corpus, "sip", "priority.sip"), "wb") as handle:
+            handle.write(SIP_TEXT.replace(b"CSeq: 1 MESSAGE\r\n", b"CSeq: 1 MESSAGE\r\nPriority: urgent\r\n"))
+        with open(os.path.join(self.corpus, "prim", "send.prim"), "wb") as handle:
+            handle.write(prim_request("SEND", [("From", "im:a@prim.example"), ("To", "im:b@sip.example"),
+                                               ("Message-ID", "m1"), ("Conversation-ID", "c1"),
+                                               ("Content-Type", "text/plain")], b"hi"))
+
     def run_command(self, *argv):
         out, err = io.StringIO(), io.StringIO()
         status = main(["fidelity", *argv], stdout=out, stderr=err)
         return status, out.getvalue(), err.getvalue()
 
     def test_prints_the_matrix(self):
-        status, out, err = self.run_command("--protocol", "sip", "--protocol", "prim")
+        status, out, err = self.run_command("--protocol", "sip", "--protocol", "prim", "--corpus", self.corpus)
         self.assertEqual((status, err), (0, ""))
         self.assertIn("source \\ far", out)
-        self.assertIn("sip -> prim -> sip  message-gruu-instance  request-uri", out)
+        self.assertIn("sip -> prim -> sip  priority  header.priority: no place in prim", out)
 
     def test_strict_fails_on_loss(self):
-        status, _, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--strict")
+        status, _, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--strict", "--corpus", self.corpus)
         self.assertEqual(status, 1)
+
+    def test_strict_passes_where_nothing_is_lost(self):
+        status, out, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--strict")
+        self.assertEqual(status, 0, out)
+        self.assertIn("no field was lost", out)
 
     def test_unknown_protocol(self):
         status, out, err = self.run_command("--protocol", "nope", "--protocol", "sip")
@@ -229,7 +239,7 @@ class CommandTests(unittest.TestCase):
         self.assertIn("unknown protocol 'nope'", err)
 
     def test_verbose_says_what_is_not_compared(self):
-        status, out, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--verbose")
+        status, out, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--verbose", "--corpus", self.corpus)
         self.assertEqual(status, 0)
         self.assertIn("sip: via: the path of one request", out)
-        self.assertIn("      sent:     pending", out)
+        self.assertIn("      sent:     ('urgent',)", out)

@@ -149,6 +149,11 @@ class Message:
     :ivar origin: name of the adapter that put the operation on the bus.
     :ivar instance: the sending or receiving instance (XMPP resource, SIP
         GRUU, PRIM User-Agent-ID) when the source named one.
+    :ivar conversation_id: the conversation the message belongs to when the
+        source network named one (PRIM Conversation-ID, which replies reuse;
+        an XMPP ``<thread/>`` is the same idea), so that a far adapter can
+        carry it (SIP and PRIM: an extension header) and a reply on the way
+        back keeps it; ``None`` if the source had none.
     """
 
     source: CPIMURI
@@ -160,6 +165,7 @@ class Message:
     origin: str = ""
     source_instance: str | None = None
     destination_instance: str | None = None
+    conversation_id: str | None = None
 
 
 @attrs.frozen

@@ -47,7 +47,7 @@ _MESSAGES = [
     _message("display-name", [("Content-Type", "text/plain")], b"from a named sender",
              from_=f'"Alice Liddell" <{ALICE}>;tag=99sa0xk'),
     _message("gruu-instance", [("Content-Type", "text/plain")], b"from one device",
-             from_=f"<{ALICE};gr=urn%3Auuid%3Af81d4fae-7dec-11d0-a765-00a0c91e6bf6>;tag=fe1",
+             from_=f"<{ALICE};gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>;tag=fe1",
              uri=f"{BOB};gr=balcony"),
     _message("escaped-user", [("Content-Type", "text/plain")], b"escaped",
              from_="<sip:o%27malley@sip.example>;tag=5e", uri="sip:m%26m@xmpp.example", to="<sip:m%26m@xmpp.example>"),

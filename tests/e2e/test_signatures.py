@@ -18,9 +18,10 @@ How each network carries the signed object here:
 - PRIM: a SEND whose body is the ``multipart/signed`` (the gateway wraps it
   in Message/CPIM, -01 §17.2) or a ``message/cpim`` body wrapping it.
 - XMPP: the adapter carries a Message/CPIM object unmodified, base64, in
-  ``<cpim xmlns='urn:x-cpimgw:xmpp'/>`` both ways.  The standard carriage,
-  RFC 3923's ``<e2e xmlns='urn:ietf:params:xml:ns:xmpp-e2e'/>``, is not
-  implemented by the XMPP adapter: :class:`RFC3923Tests` shows it (``todo``).
+  ``<cpim xmlns='urn:x-cpimgw:xmpp'/>`` both ways, and the standard carriage,
+  RFC 3923's ``<e2e xmlns='urn:ietf:params:xml:ns:xmpp-e2e'/>``, both ways
+  (:class:`RFC3923Tests`): inbound the entity's line ends, which XML turns
+  into LF, are restored to canonical CRLF; outbound each CR is ``&#13;``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from cpimgw.cpim.message import build_message, parse_message
 from tests.e2e import sip_users
-from tests.e2e.peers import sip_body, sip_header, traced_requests, wait_until, xmpp_jid_of
+from tests.e2e.peers import free_udp_port, sip_body, sip_header, traced_requests, wait_until, xmpp_jid_of
 from tests.e2e.smime import CRLF, Signer, cpim_entity, find_signed, pidf_entity, verify
 from tests.e2e.world import WAIT, ThreeNetworksTestCase
 
@@ -181,7 +182,7 @@ class SignatureTests(SigningTestCase):
 class RFC3923Tests(SigningTestCase):
     """XMPP's standard carriage of a signed object, ``<e2e xmlns='urn:ietf:params:xml:ns:xmpp-e2e'/>``
     (RFC 3923 §4, §8: the MIME entity -- Content-Type line, blank line, multipart/signed -- as the
-    element's text).  The XMPP adapter implements neither direction yet."""
+    element's text)."""
 
     @inlineCallbacks
     def test_xmpp_e2e_to_prim(self):  # type: ignore[no-untyped-def]
@@ -193,9 +194,36 @@ class RFC3923Tests(SigningTestCase):
         received = yield self.prim_received()
         yield self.check(ALICE, entity, *received)
 
-    test_xmpp_e2e_to_prim.todo = (  # type: ignore[attr-defined]
-        "cpimgw/adapters/xmpp/mapping.py message_to_cpim does not read RFC 3923 <e2e/>: the element becomes an "
-        "XMPP.Element extension header of a new Message/CPIM object and the receiver gets no multipart/signed")
+    @inlineCallbacks
+    def test_xmpp_e2e_to_sip(self):  # type: ignore[no-untyped-def]
+        uas, workdir = yield self.sip_receiver("bob")
+        entity, content_type, body = self.signed(ALICE, BOB, "signed by alice in <e2e/>, for bob")
+        mime = b"Content-Type: " + content_type.encode() + CRLF + CRLF + body
+        stanza = (f"<message to='{escape(xmpp_jid_of('bob', 'sip.localhost'))}' type='chat' id='e2e-2'>"
+                  f"<e2e xmlns='{NS_E2E}'>{escape(mime.decode('ascii'))}</e2e></message>")
+        self.alice.call(self.alice.client.send_raw, stanza)
+        received = yield self.sip_received(uas, workdir)
+        yield self.check(ALICE, entity, *received)
+
+    @inlineCallbacks
+    def test_sip_to_xmpp_as_e2e(self):  # type: ignore[no-untyped-def]
+        entity, content_type, body = self.signed(BOB, ALICE, "signed by bob, for alice's <e2e/>")
+        yield self.sip_send_signed(ALICE, content_type, body)
+        yield self.check(BOB, entity, *(yield self.e2e_received()))
+
+    @inlineCallbacks
+    def e2e_received(self):  # type: ignore[no-untyped-def]
+        """(Content-Type, body) of the RFC 3923 <e2e/> alice received, line ends made canonical again."""
+        yield wait_until(lambda: self.alice.stanzas, WAIT, what="alice's message")
+        match = re.search(r"<e2e xmlns=[\"']" + re.escape(NS_E2E) + r"[\"']>([^<]*)</e2e>", self.alice.stanzas[-1])
+        self.assertIsNotNone(match, f"no RFC 3923 <e2e/> in {self.alice.stanzas[-1][:1500]}")
+        from xml.sax.saxutils import unescape
+
+        # slixmpp writes the text back with &quot; and &apos; too (slixmpp.xmlstream.tostring.escape).
+        text = unescape(match.group(1), {"&quot;": '"', "&apos;": "'"})
+        mime = text.encode("ascii").replace(b"\n", CRLF).replace(b"\r\r", b"\r")
+        head, _, signed_body = mime.partition(CRLF + CRLF)
+        return head.split(b":", 1)[1].strip().decode(), signed_body
 
     @inlineCallbacks
     def test_prim_to_xmpp_as_e2e(self):  # type: ignore[no-untyped-def]
@@ -207,13 +235,11 @@ class RFC3923Tests(SigningTestCase):
         self.assertIsNotNone(match, f"no RFC 3923 <e2e/> in {self.alice.stanzas[-1][:1500]}")
         from xml.sax.saxutils import unescape
 
-        mime = unescape(match.group(1)).encode("ascii").replace(b"\n", CRLF).replace(b"\r\r", b"\r")
+        # slixmpp writes the text back with &quot; and &apos; too (slixmpp.xmlstream.tostring.escape).
+        text = unescape(match.group(1), {"&quot;": '"', "&apos;": "'"})
+        mime = text.encode("ascii").replace(b"\n", CRLF).replace(b"\r\r", b"\r")
         head, _, signed_body = mime.partition(CRLF + CRLF)
         yield self.check(CAROL, entity, head.split(b":", 1)[1].strip().decode(), signed_body)
-
-    test_prim_to_xmpp_as_e2e.todo = (  # type: ignore[attr-defined]
-        "cpimgw/adapters/xmpp/mapping.py message_from_cpim writes no RFC 3923 <e2e/>: the signed object reaches "
-        "XMPP users only inside the gateway's own <cpim xmlns='urn:x-cpimgw:xmpp'/> (base64)")
 
 
 class SignedPresenceTests(SigningTestCase):
@@ -228,7 +254,12 @@ class SignedPresenceTests(SigningTestCase):
         answer = yield self.carol.publish(body, tuple_id="signed", content_type=content_type).addTimeout(
             WAIT, reactor)
         self.assertEqual(answer.code, 200)
-        process, workdir = self.sip_watch("dan@sip.localhost", "carol@prim.localhost")
+        # RFC 3856 §6.7 / RFC 3261 §8.2.3: a NOTIFY body is of a type the SUBSCRIBE's Accept lists; this
+        # watcher takes signed documents (one that lists PIDF only gets the PIDF they sign).
+        scenario = sip_users.subscribe_uac("dan@sip.localhost", "carol@prim.localhost").replace(
+            "Accept: application/pidf+xml", "Accept: application/pidf+xml, multipart/signed")
+        process, workdir = self.sipp(scenario, [self.gateway_sip, "-p", str(free_udp_port()), "-m", "1", "-t", "u1",
+                                                "-timeout", "40s"], "watch-dan", timeout=45.0)
 
         def signed_notifies() -> list[bytes]:
             return [n for n in traced_requests(workdir, "NOTIFY") if b"pkcs7-signature" in sip_body(n)]
@@ -238,11 +269,6 @@ class SignedPresenceTests(SigningTestCase):
         yield process.stop()
         verified = yield self.verify_presence(sip_header(notify, "Content-Type"), sip_body(notify))
         self.assertEqual(verified.content, entity)
-
-    test_prim_publish_to_sip_watcher.todo = (  # type: ignore[attr-defined]
-        "PRIM PUBLISH of a multipart/signed PIDF is answered 400 (cpimgw/adapters/prim/mapping.py presence "
-        "content: 'presence of type multipart/signed is not understood'); the presence service would relay "
-        "one instance's octets unchanged, but no adapter accepts a signed document")
 
     @inlineCallbacks
     def test_sip_publish_to_prim_watcher(self):  # type: ignore[no-untyped-def]
@@ -262,10 +288,6 @@ class SignedPresenceTests(SigningTestCase):
         os.makedirs(workdir)
         verified = yield verify(notify.header("Content-Type"), notify.body, self.signers[BOB].write(workdir), workdir)
         self.assertEqual(verified.content, entity)
-
-    test_sip_publish_to_prim_watcher.todo = (  # type: ignore[attr-defined]
-        "the SIP adapter's ESC answers a multipart/signed PUBLISH 415 (cpimgw/adapters/sip/subscription.py: "
-        "only application/pidf+xml)")
 
     @inlineCallbacks
     def verify_presence(self, content_type: str, body: bytes):  # type: ignore[no-untyped-def]

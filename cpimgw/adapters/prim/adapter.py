@@ -61,6 +61,7 @@ from cpimgw.cpim.operations import (
     failure,
     success,
 )
+from cpimgw.cpim.signed import inner_pidf, is_signed
 from cpimgw.cpim.uri import CPIMURI, pres_uri
 from cpimgw.interfaces import IAdapter, IMessaging, IPresence
 
@@ -984,8 +985,14 @@ class PrimAdapter(Service):
         log.info("PRIM lease of tuple {tuple} of {who} expired", tuple=tuple_id, who="@".join(principal))
         self._publish_public(principal, None)
 
-    def _document_for(self, principal: tuple[str, str], watcher: Optional[str]) -> Optional[bytes]:
-        """The presentity's document as ``watcher`` may see it (``None``: the public part)."""
+    def _document_for(self, principal: tuple[str, str], watcher: Optional[str]) -> Optional[Content]:
+        """The presentity's document as ``watcher`` may see it (``None``: the public part).
+
+        One visible tuple whose document is signed (``multipart/signed``) is
+        passed on octet for octet (RFC 3859 §3.1: a signature covers one
+        instance's document); a signature cannot cover a composition, so
+        several tuples compose the signed ones' PIDF without the signature.
+        """
         table = self._class_tables.get(principal, acl.ClassTable())
         public_class = table.class_of("nobody@invalid")
         documents = []
@@ -999,10 +1006,13 @@ class PrimAdapter(Service):
             else:
                 visible = table.visible(watcher, classes)
             if visible:
-                documents.append(content.body)
+                documents.append(content)
         if not documents:
             return None
-        return compose_tuples(str(pres_uri(*principal)), documents)
+        if len(documents) == 1 and is_signed(documents[0].media_type):
+            return documents[0]
+        bodies = [inner_pidf(d.body, d.parameters) if is_signed(d.media_type) else d.body for d in documents]
+        return Content(MEDIA_PIDF, compose_tuples(str(pres_uri(*principal)), bodies))
 
     def _publish_public(self, principal: tuple[str, str], session: Optional[Session]) -> None:
         document = self._document_for(principal, None)
@@ -1010,7 +1020,7 @@ class PrimAdapter(Service):
         if document is None:
             op = Publish(presentity, Content(MEDIA_PIDF, b""), origin=self.name, instance=self.name, expires=0)
         else:
-            op = Publish(presentity, Content(MEDIA_PIDF, document), origin=self.name, instance=self.name)
+            op = Publish(presentity, document, origin=self.name, instance=self.name)
         d = self.bus.dispatch(op)
         if not d.called:  # stopService (flush) waits for it before the store closes
             self._writes.add(d)
@@ -1108,7 +1118,7 @@ class PrimAdapter(Service):
         if op.presence is not None and target_principal in self._tuples:
             document = self._document_for(target_principal, op.watcher.address)
             if document is not None:
-                op = attrs.evolve(op, presence=Content(MEDIA_PIDF, document))
+                op = attrs.evolve(op, presence=document)
         absorbed = self._absorb.pop(op.subscript_id, None)
         if absorbed is not None and not absorbed.called:
             absorbed.callback(op.presence)  # goes into a -01 SUBSCRIBE/FETCH 200 instead

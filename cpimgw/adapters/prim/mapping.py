@@ -23,7 +23,24 @@ other SEND body is wrapped in Message/CPIM for the hub as -01 §17.2 says
 the content's), the original body octets unchanged inside.
 
 MaxForwards has no PRIM field: between gateways it rides in the extension
-header ``X-Max-Forwards`` (digest §2.12), decremented by the bus.
+header ``X-Max-Forwards`` (digest §2.12), decremented by the bus.  Likewise
+what the hub operations carry and PRIM has no header for rides in extension
+headers (unknown headers are ignored by other PRIM servers):
+
+- ``X-From-Instance`` / ``X-To-Instance`` on SEND: the sending and receiving
+  instance (SIP GRUU, XMPP resource; PRIM itself names none on SEND);
+- ``X-Subscription-State`` on NOTIFY when ``Duration`` alone cannot say it
+  (RFC 6665 §4.1.3 syntax): ``pending``, or ``terminated`` with a reason other
+  than ``deactivated`` (what ``Duration: 0`` means), e.g.
+  ``terminated;reason=timeout``.
+
+A SEND names its conversation (Conversation-ID, which replies reuse): the
+hub's ``Message.conversation_id``.  A message that had none is sent with its
+Message-ID as Conversation-ID (a conversation of one message), and a SEND
+whose Conversation-ID equals its Message-ID maps back to none.  Message-ID,
+Conversation-ID and the instances are ``1*(unreserved / escaped)`` on the
+wire: values are %-escaped on the way out and unescaped on the way in when
+the wire form is the canonical escape of the value (else kept as written).
 
 The status tables (PRIM code <-> CPIM condition, and the §2.12 columns towards
 SIP and XMPP) are plain dictionaries, tested as tables.
@@ -35,9 +52,11 @@ import datetime
 import email.utils
 import re
 from typing import Optional
+from urllib.parse import unquote_to_bytes
 
 from cpimgw.adapters.prim.wire import PrimError, Request, Response
-from cpimgw.cpim.errors import URIError
+from cpimgw.cpim import interworking
+from cpimgw.cpim.errors import ParseError, URIError
 from cpimgw.cpim.operations import (
     DEFAULT_MAX_FORWARDS,
     MEDIA_CPIM,
@@ -54,90 +73,26 @@ from cpimgw.cpim.operations import (
     new_id,
 )
 from cpimgw.cpim.operations import Response as CPIMResponse
+from cpimgw.cpim.signed import MEDIA_SIGNED, signed_pidf
 from cpimgw.cpim.uri import IM, PRES, CPIMURI, parse_uri
 
 PRIM_NS = "http://www.fujitsulabs.com/prim/"
 MAX_FORWARDS_HEADER = "X-Max-Forwards"
+FROM_INSTANCE_HEADER = "X-From-Instance"
+TO_INSTANCE_HEADER = "X-To-Instance"
+SUBSCRIPTION_STATE_HEADER = "X-Subscription-State"
 LEGACY_PRESENCE = "application/presence"
 OLD_PIDF = "application/cpim-pidf+xml"
 
 # --------------------------------------------------------------- status tables
 
-#: PRIM status -> (CPIM status, condition) (digest §2.12, "CPIM status" column).
-PRIM_TO_CPIM: dict[int, tuple[Status, Optional[Condition]]] = {
-    100: (Status.INDETERMINANT, None),
-    101: (Status.INDETERMINANT, None),
-    200: (Status.SUCCESS, None),
-    201: (Status.SUCCESS, None),
-    300: (Status.FAILURE, Condition.NO_ROUTE),
-    400: (Status.FAILURE, Condition.BAD_REQUEST),
-    401: (Status.FAILURE, Condition.NOT_AUTHORIZED),
-    402: (Status.FAILURE, Condition.FORBIDDEN),
-    403: (Status.FAILURE, Condition.NOT_FOUND),
-    404: (Status.FAILURE, Condition.NO_SUBSCRIPTION),
-    406: (Status.FAILURE, Condition.NOT_AUTHORIZED),
-    407: (Status.FAILURE, Condition.TIMEOUT),
-    408: (Status.FAILURE, Condition.UNAVAILABLE),
-    409: (Status.FAILURE, Condition.BAD_REQUEST),
-    410: (Status.FAILURE, Condition.FORBIDDEN),
-    500: (Status.FAILURE, Condition.INTERNAL),
-    501: (Status.FAILURE, Condition.UNSUPPORTED),
-    502: (Status.FAILURE, Condition.NO_ROUTE),
-    503: (Status.FAILURE, Condition.NOT_ACCEPTABLE),
-    504: (Status.FAILURE, Condition.TIMEOUT),
-    505: (Status.FAILURE, Condition.BUSY),
-}
-
-#: CPIM condition -> PRIM status for answering a PRIM request.
-CONDITION_TO_PRIM: dict[Condition, int] = {
-    Condition.BAD_REQUEST: 400,
-    Condition.NOT_AUTHORIZED: 402,
-    Condition.FORBIDDEN: 402,
-    Condition.NOT_FOUND: 403,
-    Condition.NOT_ACCEPTABLE: 400,
-    Condition.TIMEOUT: 504,
-    Condition.GONE: 403,
-    Condition.TOO_LARGE: 402,
-    Condition.UNSUPPORTED_MEDIA: 400,
-    Condition.UNSUPPORTED: 501,
-    Condition.UNAVAILABLE: 408,
-    Condition.LOOP: 502,
-    Condition.BUSY: 505,
-    Condition.NO_ROUTE: 502,
-    Condition.NO_SUBSCRIPTION: 404,
-    Condition.INTERNAL: 500,
-    Condition.SERVICE_UNAVAILABLE: 502,
-}
-
-#: digest §2.12: PRIM status -> SIP status.
-PRIM_TO_SIP: dict[int, int] = {
-    200: 200, 201: 200, 101: 202, 300: 302, 400: 400, 401: 401, 402: 403, 403: 404, 404: 481,
-    406: 403, 407: 408, 408: 480, 410: 403, 500: 500, 501: 501, 502: 502, 503: 505, 504: 504, 505: 503,
-}
-
-#: digest §2.12: PRIM status -> XMPP stanza error condition (``None``: no error).
-PRIM_TO_XMPP: dict[int, Optional[str]] = {
-    200: None, 201: None, 101: None, 300: "redirect", 400: "bad-request", 401: "not-authorized",
-    402: "forbidden", 403: "item-not-found", 404: "item-not-found", 406: "not-authorized",
-    407: "remote-server-timeout", 408: "recipient-unavailable", 410: "policy-violation",
-    500: "internal-server-error", 501: "feature-not-implemented", 502: "remote-server-not-found",
-    503: "not-acceptable", 504: "remote-server-timeout", 505: "resource-constraint",
-}
-
-
-def cpim_status(code: int) -> tuple[Status, Optional[Condition]]:
-    """The CPIM status and condition of a PRIM status code (unlisted codes by class)."""
-    if code in PRIM_TO_CPIM:
-        return PRIM_TO_CPIM[code]
-    if code < 200:
-        return Status.INDETERMINANT, None
-    if code < 300:
-        return Status.SUCCESS, None
-    if code < 400:
-        return Status.FAILURE, Condition.NO_ROUTE
-    if code < 500:
-        return Status.FAILURE, Condition.BAD_REQUEST
-    return Status.FAILURE, Condition.INTERNAL
+# The tables are the shared ones of cpimgw.cpim.interworking (digest §2.7/§2.12, with the
+# RFC 7247 §7 tables they sit beside); the names here are the PRIM adapter's.
+PRIM_TO_CPIM = interworking.PRIM_TO_CPIM
+CONDITION_TO_PRIM = interworking.CONDITION_TO_PRIM
+PRIM_TO_SIP = interworking.PRIM_TO_SIP
+PRIM_TO_XMPP = interworking.PRIM_TO_XMPP
+cpim_status = interworking.cpim_status_for_prim
 
 
 def prim_code(response: CPIMResponse, method: str = "SEND") -> int:
@@ -323,6 +278,8 @@ def send_to_message(request: Request, *, origin: str, now: float) -> Message:
     message_id = message_id_of(request)
     conversation_id = request.header("Conversation-ID")
     date_value = request.header("Date")
+    source_instance = request.header(FROM_INSTANCE_HEADER)
+    destination_instance = request.header(TO_INSTANCE_HEADER)
     when = parse_date(date_value) if date_value else now_utc(now)
     max_forwards = int(request.header(MAX_FORWARDS_HEADER) or DEFAULT_MAX_FORWARDS)
     media, params = _split_content_type(content_type)
@@ -340,8 +297,12 @@ def send_to_message(request: Request, *, origin: str, now: float) -> Message:
         destination=destination,
         content=content,
         max_forwards=max_forwards,
-        message_id=message_id,
+        message_id=unescape_token(message_id) if message_id else None,
         origin=origin,
+        source_instance=unescape_token(source_instance) if source_instance else None,
+        destination_instance=unescape_token(destination_instance) if destination_instance else None,
+        conversation_id=(unescape_token(conversation_id)
+                         if conversation_id and conversation_id.strip() != (message_id or "") else None),
     )
 
 
@@ -353,7 +314,8 @@ def message_to_send(message: Message, *, now: float, astrength: Optional[str] = 
     # The PRIM Message-ID the message was born with (in the Message/CPIM object) wins over
     # the id another network gave it on the way (SIP Call-ID...), so a round trip keeps it.
     message_id = cpim.get("prim:Message-ID") or message.message_id or message.trans_id
-    conversation_id = cpim.get("prim:Conversation-ID") or "c" + message.trans_id[:24]
+    # No conversation known: the message is a conversation of its own (see the module docstring).
+    conversation_id = cpim.get("prim:Conversation-ID") or message.conversation_id or message_id
     when = now_utc(now)
     if "DateTime" in cpim:
         try:
@@ -370,6 +332,10 @@ def message_to_send(message: Message, *, now: float, astrength: Optional[str] = 
     reply_to = cpim.get("prim:Reply-To")
     if reply_to:
         headers.append(("Reply-To", reply_to))
+    if message.source_instance:
+        headers.append((FROM_INSTANCE_HEADER, _token(message.source_instance)))
+    if message.destination_instance:
+        headers.append((TO_INSTANCE_HEADER, _token(message.destination_instance)))
     if astrength:
         headers.append(("AStrength", astrength))
     if max_forwards_header:
@@ -385,6 +351,23 @@ _UNRESERVED = re.compile(r"[^A-Za-z0-9!$&'*.+\-/=?_~%]")
 def _token(value: str) -> str:
     """``1*(unreserved / escaped)``: %-escape anything else."""
     return _UNRESERVED.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode("utf-8")), value)
+
+
+def unescape_token(text: str) -> str:
+    """The value of a ``1*(unreserved / escaped)`` field: the inverse of :func:`_token`.
+
+    Only a wire form that is exactly the canonical escape of its value is
+    unescaped, so that any text read and written again is the same octets
+    (``m%3b`` or a stray ``%`` stay as written).
+    """
+    text = text.strip()
+    if "%" not in text:
+        return text
+    try:
+        value = unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+    return value if _token(value) == text else text
 
 
 
@@ -449,7 +432,9 @@ def presence_content(content_type: str, body: bytes, *, entity: Optional[CPIMURI
     """The hub presence of a NOTIFY/PUBLISH body.
 
     PIDF (``application/pidf+xml``, or the draft name ``application/cpim-pidf+xml``) is
-    carried byte for byte; ``message/cpim`` wrapping PIDF is unwrapped to the inner
+    carried byte for byte; so is a signed PIDF (``multipart/signed`` whose first part
+    is a PIDF document of ``entity``, :func:`cpimgw.cpim.signed.signed_pidf`);
+    ``message/cpim`` wrapping PIDF is unwrapped to the inner
     PIDF octets (unchanged); the legacy ``application/presence`` document (alone or in
     ``multipart/mixed``) is converted to PIDF (digest §2.10).
     """
@@ -469,6 +454,14 @@ def presence_content(content_type: str, body: bytes, *, entity: Optional[CPIMURI
         if _split_content_type(inner_type)[0] in (MEDIA_PIDF, OLD_PIDF):
             return Content(MEDIA_PIDF, inner[inner_end + 4:])
         raise PrimError("message/cpim presence does not wrap a PIDF document")
+    if media == MEDIA_SIGNED:
+        # RFC 3863 §4 / RFC 3859 end-to-end security: checked (a PIDF of this presentity inside),
+        # then relayed octet for octet.
+        try:
+            signed_pidf(body, params, entity)
+        except ParseError as error:
+            raise PrimError(error.reason) from None
+        return Content(MEDIA_SIGNED, body, params)
     if media in (LEGACY_PRESENCE, "multipart/mixed"):
         from cpimgw.adapters.prim.presence_doc import legacy_to_pidf
 
@@ -489,16 +482,57 @@ def notify_from_request(request: Request, *, origin: str) -> Notify:
     if request.body:
         presence = presence_content(request.header("Content-Type") or MEDIA_PIDF, request.body, entity=target)
     terminated = duration == 0
+    state = SubscriptionState.TERMINATED if terminated else SubscriptionState.ACTIVE
+    reason = TerminationReason.DEACTIVATED if terminated else None
+    carried = request.header(SUBSCRIPTION_STATE_HEADER)
+    if carried:
+        state, reason = parse_subscription_state(carried)
     return Notify(
         watcher=watcher,
         target=target,
         presence=presence,
         subscript_id=subscript_id[:160],
-        state=SubscriptionState.TERMINATED if terminated else SubscriptionState.ACTIVE,
+        state=state,
         expires=duration,
-        reason=TerminationReason.DEACTIVATED if terminated else None,
+        reason=reason,
         origin=origin,
     )
+
+
+def format_subscription_state(state: SubscriptionState, reason: Optional[TerminationReason]) -> Optional[str]:
+    """The ``X-Subscription-State`` value for a notify, or ``None`` when ``Duration`` says it all.
+
+    ``active`` is a NOTIFY's own meaning, and ``terminated;reason=deactivated``
+    what ``Duration: 0`` means (digest §2.12); anything else is written in
+    the RFC 6665 §4.1.3 syntax.
+    """
+    if state is SubscriptionState.ACTIVE:
+        return None
+    if state is SubscriptionState.TERMINATED:
+        if reason is TerminationReason.DEACTIVATED:
+            return None
+        return "terminated" + (f";reason={reason.value}" if reason is not None else "")
+    return state.value
+
+
+def parse_subscription_state(value: str) -> tuple[SubscriptionState, Optional[TerminationReason]]:
+    """An ``X-Subscription-State`` value -> (state, reason); unknown states are pending (RFC 6665 §4.1.3)."""
+    head, *params = [part.strip() for part in value.split(";")]
+    try:
+        state = SubscriptionState(head.lower())
+    except ValueError:
+        state = SubscriptionState.PENDING
+    reason = None
+    for param in params:
+        key, _, text = param.partition("=")
+        if key.strip().lower() == "reason":
+            try:
+                reason = TerminationReason(text.strip().lower())
+            except ValueError:
+                reason = None
+    if state is not SubscriptionState.TERMINATED:
+        reason = None
+    return state, reason
 
 
 def notify_to_request(op: Notify, *, now: float, astrength: Optional[str] = None) -> tuple[list[tuple[str, str]], bytes]:
@@ -513,6 +547,9 @@ def notify_to_request(op: Notify, *, now: float, astrength: Optional[str] = None
         headers.append(("Duration", "0"))
     elif op.expires is not None:
         headers.append(("Duration", str(op.expires)))
+    carried = format_subscription_state(op.state, op.reason)
+    if carried is not None:
+        headers.append((SUBSCRIPTION_STATE_HEADER, carried))
     if astrength:
         headers.append(("AStrength", astrength))
     body = b""

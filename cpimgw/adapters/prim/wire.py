@@ -61,6 +61,7 @@ SINGLE_VALUE_HEADERS = frozenset(
         "AStrength", "Date", "Content-Type", "User-Agent-ID", "Max-Content-Length",
         "Class", "Tuple-ID", "Duration", "PI-Type", "Watcher-Type", "Subscription-ID",
         "Message-ID", "Conversation-ID", "Reply-To", "X-Max-Forwards",
+        "X-From-Instance", "X-To-Instance", "X-Subscription-State",
     }
 )
 #: Headers whose value must be 1*DIGIT.

@@ -18,6 +18,8 @@ stack's prechecks first):
   subscriber): mapped to ``Notify`` and dispatched; 481 when unknown.
 - PUBLISH (RFC 3903): we are the ESC for the SIP users of our ``domains``;
   state in :class:`~.subscription.PublicationStore`, each change a ``Publish``.
+  The body is PIDF or a signed PIDF (``multipart/signed`` whose first part is
+  the publisher's PIDF, RFC 3863 §4), relayed octet for octet; others 415.
 - OPTIONS: 200 with Allow/Accept/Allow-Events.  INVITE: 488 (no sessions;
   Warning says page mode only).  BYE: 481.  REGISTER: 405 with Allow.
   Anything else: 501 with Allow.
@@ -27,7 +29,9 @@ becomes a MESSAGE (1300-octet page-mode guard: over it, TCP is used if it
 runs, else ``failure policy-violation``); a ``Subscribe`` becomes a SUBSCRIBE
 towards the SIP user (refreshed before expiry, cancelled with Expires: 0, a
 duration-0 fetch with a one-shot SUBSCRIBE); a ``Notify`` becomes a NOTIFY in
-the SIP watcher's dialog, at most one per ``notify_min_interval`` (5 s, RFC
+the SIP watcher's dialog (a signed document as it is when the SUBSCRIBE's
+Accept listed ``multipart/signed``, else the PIDF it signs, RFC 3856 §6.7),
+at most one per ``notify_min_interval`` (5 s, RFC
 3856 §6.12) per subscription: changes in between are coalesced on the
 reactor clock and the latest state is sent when the interval is over (the
 NOTIFY that answers a SUBSCRIBE and a terminating one go at once).  Digest:
@@ -74,6 +78,7 @@ from cpimgw.adapters.sip.subscription import (
     PublicationStore,
     PublishRejected,
     WatcherSubscription,
+    accepts_signed,
     dialog_as_uas,
     new_tag,
 )
@@ -448,13 +453,15 @@ class SipAdapter(Service):
         if state is None:
             dialog = dialog_as_uas(request, tag)
             state = WatcherSubscription(dialog, subscript_id, operation.watcher, operation.target,
-                                        self.reactor.seconds() + operation.duration, source)
+                                        self.reactor.seconds() + operation.duration, source, accept=tuple(accept))
             self.watchers[subscript_id] = state
             self.watcher_dialogs[(request.call_id, tag)] = subscript_id
         else:
             contacts = request.get_all("contact")
             if contacts:
                 state.dialog.remote_target = parse_name_addr(contacts[0]).uri
+            if accept:
+                state.accept = tuple(accept)
 
         def answered(response: CPIMResponse) -> None:
             if response.status is Status.FAILURE:
@@ -528,7 +535,7 @@ class SipAdapter(Service):
             ("Subscription-State", mapping.format_subscription_state(notify.state, expires=expires, reason=notify.reason)),
             ("Contact", self.stack.contact_for(None, "UDP" if state.source is None else state.source.transport)),
         ]
-        body, ctype = mapping.notify_body(notify)
+        body, ctype = mapping.notify_body(notify, signed=accepts_signed(state.accept))
         if ctype:
             headers.append(("Content-Type", ctype))
         request = state.dialog.request("NOTIFY", tuple(headers), body)
@@ -637,7 +644,7 @@ class SipAdapter(Service):
     def _subscribe_request(self, state: OutgoingSubscription, expires: int) -> Request:
         headers = (
             ("Event", "presence"),
-            ("Accept", "application/pidf+xml"),
+            ("Accept", "application/pidf+xml, multipart/signed"),  # RFC 3863 §4 signed documents too
             ("Expires", str(expires)),
             ("Contact", self.stack.contact_for(None)),
         )
@@ -689,7 +696,7 @@ class SipAdapter(Service):
             self._reject(transaction, 404, "Not Found (not a presentity of this gateway)", tag)
             return
         try:
-            existing, expires, content = self.publications.check(request)
+            existing, expires, content = self.publications.check(request, presentity.uri)
         except PublishRejected as rejection:
             self._reject(transaction, rejection.status, rejection.reason, tag, rejection.headers)
             return

@@ -9,7 +9,12 @@
   (:mod:`cpimgw.adapters.sip.mapping`).
 - ``from_operation``: ``Message`` -> MESSAGE, ``Notify`` -> NOTIFY,
   ``Subscribe`` -> SUBSCRIBE, ``Publish`` -> PUBLISH; with a placeholder Via
-  (``SIP/2.0/UDP gateway.invalid``) because no transport was chosen.
+  (``SIP/2.0/UDP gateway.invalid``) because no transport was chosen.  The
+  codec keeps no ESC state, so a ``Publish``'s instance (a PRIM Tuple-ID, an
+  XMPP resource) is written as the entity-tag of its lineage
+  (``SIP-If-Match``, RFC 3903 §4.1: one lineage = one instance) and read
+  back from it; a PUBLISH without ``Expires`` maps to a publication without
+  a lifetime (a PRIM ``permanent`` one) and back.
 """
 
 from __future__ import annotations
@@ -84,8 +89,10 @@ class SipCodec:
             content = mapping.presence_content(message)
             if content is None:
                 raise OperationNotCarriedError("a PUBLISH without a body (refresh/remove) carries no presence")
+            # The codec is stateless: the entity-tag a PUBLISH names is its lineage, the instance
+            # (RFC 3903 §4.1); no Expires stays no Expires (a permanent PRIM publication).
             return mapping.publish_from_sip(message, instance=message.get("sip-if-match") or "sip",
-                                            expires=message.expires or 3600, presence=content)
+                                            expires=message.expires, presence=content)
         raise OperationNotCarriedError(f"SIP {message.method} has no CPIM operation")
 
     def from_operation(self, operation: Any) -> bytes:
@@ -110,13 +117,15 @@ class SipCodec:
                 ("From", f"<{mapping.cpim_to_sip(operation.watcher, operation.watcher_instance)}>;tag={tag}"),
                 ("To", f"<{mapping.cpim_to_sip(operation.target)}>"),
                 ("Call-ID", call_id), ("CSeq", "1 SUBSCRIBE"), ("Event", "presence"),
-                ("Accept", "application/pidf+xml"), ("Expires", str(operation.duration)),
+                ("Accept", "application/pidf+xml, multipart/signed"), ("Expires", str(operation.duration)),
             ))
         elif isinstance(operation, Publish):
             uri = mapping.cpim_to_sip(operation.presentity)
             headers = [("From", f"<{uri}>;tag={tag}"), ("To", f"<{uri}>"), ("Call-ID", call_id),
                        ("CSeq", "1 PUBLISH"), ("Event", "presence"),
                        ("Content-Type", operation.presence.content_type)]
+            if operation.instance:
+                headers.append(("SIP-If-Match", mapping.entity_tag_for(operation.instance)))
             if operation.expires is not None:
                 headers.append(("Expires", str(operation.expires)))
             request = Request("PUBLISH", uri, tuple(headers), operation.presence.body)

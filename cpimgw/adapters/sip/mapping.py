@@ -11,6 +11,16 @@
   subject, Date -> DateTime).  Towards SIP a Message/CPIM content is sent as
   ``message/cpim`` (mode ``"cpim"``) or unwrapped to its inner body (mode
   ``"native"``, for user agents that show message/cpim raw).
+- Identity of a message (nothing of it is lost on the way): a SIP-born
+  message's ``message_id`` is ``Call-ID;CSeq``, and a message whose id has
+  that form leaves with that Call-ID and CSeq again; any other id (PRIM
+  Message-ID, XMPP id) rides in the extension header ``CPIM-Message-ID``,
+  and a ``conversation_id`` (PRIM Conversation-ID) in
+  ``CPIM-Conversation-ID`` (RFC 3261 §8.2.2 / §20: a UA ignores a header it
+  does not know).  A ``message/cpim`` body is relayed even when its
+  ``Require`` names what we do not understand: Require binds the recipient,
+  not a relay (RFC 3862 §3.5); only the ``native`` mode, which consumes the
+  CPIM headers, honours it.
 - Outcomes: 200 -> ``success``, 202 -> ``indeterminant`` (a relay accepted
   it, RFC 3428 §7), 3xx-6xx -> ``failure`` with the RFC 7247 §7 condition;
   and back: success -> 200, indeterminant -> 202, failure -> the table.
@@ -27,12 +37,14 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import re
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
 import attrs
 
-from cpimgw.cpim.errors import URIError
+from cpimgw.cpim.errors import NotUnderstoodError, ParseError, URIError
+from cpimgw.cpim.signed import inner_pidf, is_signed
 from cpimgw.cpim.operations import (
     MEDIA_CPIM,
     MEDIA_PIDF,
@@ -63,9 +75,20 @@ from cpimgw.adapters.sip.wire import (
 
 #: RFC 3261 §25.1 unreserved + user-unreserved: what a SIP user part may hold unescaped.
 SIP_USER_SAFE = "-_.!~*'()&=+$,;?/"
+#: RFC 3261 §25.1 ``paramchar`` (but ``%``, which starts an escape): what a ``gr`` value
+#: holds unescaped, e.g. a raw RFC 5627 GRUU ``urn:uuid:...``.
+GR_SAFE = "-_.!~*'()[]/:&+$"
 #: RFC 3428 §8: a page-mode MESSAGE outside a congestion-controlled path.
 PAGE_MODE_LIMIT = 1300
 MESSAGE_MODES = ("cpim", "native")
+#: Extension headers carrying what a SIP MESSAGE has no header for (see the module docstring).
+MESSAGE_ID_HEADER = "CPIM-Message-ID"
+CONVERSATION_ID_HEADER = "CPIM-Conversation-ID"
+#: ``callid = word [ "@" word ]`` (RFC 3261 §25.1; ``< > \ "`` left out), then ``;`` CSeq number.
+_SIP_BORN_ID = re.compile(
+    r"([A-Za-z0-9\-.!%*_+`'~():/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~():/\[\]?{}]+)?);([0-9]{1,10})\Z")
+#: RFC 3261 §8.1.1.5: a CSeq number is below 2**31.
+MAX_CSEQ = 2**31 - 1
 DEFAULT_SUBSCRIBE_EXPIRES = 3600  # RFC 3856 §6.4
 
 
@@ -147,7 +170,7 @@ def _cpim_to_sip_cached(uri: CPIMURI, instance: str | None, scheme: str) -> str:
         text += quote(uri.user, safe=SIP_USER_SAFE.replace(";", "").replace("?", "")) + "@"
     text += uri.domain
     if instance:
-        text += ";gr=" + quote(instance, safe="-_.!~*'()")
+        text += ";gr=" + quote(instance, safe=GR_SAFE)
     return text
 
 
@@ -190,7 +213,10 @@ def message_from_sip(request: Request, *, origin: str = "sip", max_size: int = 6
     destination = destination_of(request)
     media = request.media_type or "text/plain"
     if media == MEDIA_CPIM:
-        cpim.parse_message(request.body, max_size=max_size)  # validated, then carried byte for byte
+        try:
+            cpim.parse_message(request.body, max_size=max_size)  # validated, then carried byte for byte
+        except NotUnderstoodError:
+            pass  # well formed; Require binds the recipient, not this relay (RFC 3862 §3.5)
         content = Content(MEDIA_CPIM, request.body)
     else:
         language = request.get("content-language")
@@ -213,12 +239,57 @@ def message_from_sip(request: Request, *, origin: str = "sip", max_size: int = 6
         source=source.uri,
         destination=destination.uri,
         content=content,
-        message_id=f"{request.call_id};{number}",
+        message_id=request.get(MESSAGE_ID_HEADER) or f"{request.call_id};{number}",
         origin=origin,
         source_instance=source.instance,
         destination_instance=destination.instance,
+        conversation_id=request.get(CONVERSATION_ID_HEADER) or None,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def message_identity(message: Message, call_id: str) -> tuple[str, int, tuple[tuple[str, str], ...]]:
+    """(Call-ID, CSeq number, extension headers) that carry ``message``'s identity to SIP.
+
+    An id of the form ``Call-ID;CSeq`` (what :func:`message_from_sip` makes)
+    is written back as that Call-ID and CSeq; any other ``message_id`` goes
+    in ``CPIM-Message-ID`` (with ``call_id``, a fresh one, as Call-ID), and a
+    ``conversation_id`` in ``CPIM-Conversation-ID``.
+    """
+    headers: list[tuple[str, str]] = []
+    number = 1
+    if message.message_id:
+        match = _SIP_BORN_ID.match(message.message_id)
+        if match is not None and 0 < int(match.group(2)) <= MAX_CSEQ:
+            call_id, number = match.group(1), int(match.group(2))
+        elif message.message_id != _carried_content_id(message.content):
+            headers.append((MESSAGE_ID_HEADER, _header_safe(message.message_id)))
+        # else: the id is the Content-ID of the carried Message/CPIM object (an XMPP id, RFC 3922
+        # §4): it travels inside the object, nothing to add.
+    if message.conversation_id:
+        headers.append((CONVERSATION_ID_HEADER, _header_safe(message.conversation_id)))
+    return call_id, number, tuple(headers)
+
+
+def _carried_content_id(content: Content) -> str | None:
+    """The ``Content-ID`` (without ``<>``) of the entity a Message/CPIM content encapsulates, if any.
+
+    A scan of the encapsulated MIME header block only (RFC 3862 §2: CPIM
+    headers, blank line, MIME headers); no full parse on the data path.
+    """
+    if content.media_type != MEDIA_CPIM:
+        return None
+    body = content.body
+    start = body.find(b"\r\n\r\n")
+    if start == -1:
+        return None
+    end = body.find(b"\r\n\r\n", start + 4)
+    block = body[start + 4: end if end != -1 else len(body)]
+    for line in block.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"content-id":
+            return value.strip().strip(b"<>").decode("utf-8", "replace")
+    return None
 
 
 def message_to_sip(
@@ -238,12 +309,14 @@ def message_to_sip(
 
     request_uri = cpim_to_sip(message.destination, message.destination_instance)
     source = cpim_to_sip(message.source, message.source_instance)
+    call_id, number, identity = message_identity(message, call_id)
     headers: list[tuple[str, str]] = [
         ("From", f"<{source}>;tag={from_tag}"),
         ("To", f"<{cpim_to_sip(message.destination)}>"),
         ("Call-ID", call_id),
-        ("CSeq", "1 MESSAGE"),
+        ("CSeq", f"{number} MESSAGE"),
         ("Max-Forwards", str(min(max_forwards, message.max_forwards))),
+        *identity,
     ]
     media = message.content.media_type.lower()
     body = message.content.body
@@ -381,16 +454,33 @@ def notify_from_sip(request: Request, *, watcher: CPIMURI, target: CPIMURI, subs
     )
 
 
-def notify_body(notify: Notify) -> tuple[bytes, str | None]:
-    """The NOTIFY body and Content-Type for a CPIM ``Notify`` (PIDF octets unchanged)."""
+def notify_body(notify: Notify, *, signed: bool = True) -> tuple[bytes, str | None]:
+    """The NOTIFY body and Content-Type for a CPIM ``Notify`` (PIDF octets unchanged).
+
+    A signed document (``multipart/signed``, RFC 3863 §4) goes as it is to a
+    watcher that takes it (``signed``: its Accept lists ``multipart/signed``);
+    any other watcher gets the PIDF the signature covers, octet for octet,
+    as ``application/pidf+xml`` (RFC 3856 §6.7: no Accept means PIDF only;
+    RFC 3261 §8.2.3: never a body the subscriber did not accept).
+    """
     if notify.presence is None:
         return b"", None
     content = notify.presence
+    if is_signed(content.media_type) and not signed:
+        try:
+            return inner_pidf(content.body, content.parameters), MEDIA_PIDF
+        except ParseError:
+            return b"", None  # not a signed PIDF after all: nothing this watcher can read
     ctype = content.media_type + "".join(f";{k}={v}" for k, v in content.parameters)
     return content.body, ctype
 
 
-def publish_from_sip(request: Request, *, instance: str, expires: int, presence: Content,
+def entity_tag_for(instance: str) -> str:
+    """An instance as an RFC 3903 ``entity-tag`` (a ``token``): token characters as they are, others %-escaped."""
+    return quote(instance, safe="-.!%*_+`'~")
+
+
+def publish_from_sip(request: Request, *, instance: str, expires: int | None, presence: Content,
                      origin: str = "sip") -> Publish:
     """SIP PUBLISH (Event: presence) -> CPIM ``Publish`` for the presentity of the Request-URI."""
     presentity = destination_of(request, PRES)

@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 import attrs
 
+from cpimgw.cpim.errors import ParseError
 from cpimgw.cpim.operations import Content
+from cpimgw.cpim.signed import MEDIA_SIGNED, is_signed, signed_pidf
 from cpimgw.cpim.uri import CPIMURI
 from cpimgw.adapters.sip.wire import Request, parse_name_addr, random_hex
 
@@ -103,6 +105,8 @@ class WatcherSubscription:
     pending_call: Any = None
     #: The next NOTIFY answers a SUBSCRIBE (RFC 6665 §4.2.2: sent at once).
     immediate: bool = True
+    #: The media ranges of the SUBSCRIBE's Accept, lower case, without parameters (RFC 3261 §20.1).
+    accept: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -130,6 +134,23 @@ class Publication:
     timer: Any = None
 
 
+#: What a PUBLISH body may be (RFC 3856 §6: PIDF; RFC 3863 §4: a signed PIDF).
+PUBLISH_TYPES = ("application/pidf+xml", MEDIA_SIGNED)
+
+
+def _phrase(text: str) -> str:
+    """Text safe in a reason phrase: one line, bounded."""
+    return " ".join(text.split())[:120]
+
+
+def accepts_signed(accept: tuple[str, ...]) -> bool:
+    """Whether a SUBSCRIBE's Accept media ranges take ``multipart/signed`` (RFC 3261 §20.1).
+
+    No Accept means PIDF only (RFC 3856 §6.7), so it does not.
+    """
+    return any(a in (MEDIA_SIGNED, "multipart/*", "*/*") for a in accept)
+
+
 class PublishRejected(Exception):
     """An RFC 3903 §6 rejection: the status, reason phrase and extra headers."""
 
@@ -152,8 +173,13 @@ class PublicationStore:
         self.max_publications = max_publications
         self.by_etag: dict[str, Publication] = {}
 
-    def check(self, request: Request) -> tuple[Publication | None, int, Content | None]:
+    def check(self, request: Request, presentity: CPIMURI | None = None) -> tuple[Publication | None, int, Content | None]:
         """Apply RFC 3903 §6 steps 2-6 (the caller did step 1, the Request-URI).
+
+        A body is ``application/pidf+xml``, or a signed PIDF document
+        (``multipart/signed`` whose first part is a PIDF of ``presentity``,
+        RFC 3863 §4, checked by :func:`cpimgw.cpim.signed.signed_pidf`; 400
+        when it is not), relayed octet for octet.
 
         :return: (the publication an If-Match names or ``None``, the granted
             expiry, the new content or ``None`` for a refresh/remove).
@@ -178,9 +204,14 @@ class PublicationStore:
         content = None
         if request.body:
             ctype = request.content_type
-            if ctype is None or ctype.media_type != "application/pidf+xml":
-                raise PublishRejected(415, "Unsupported Media Type", (("Accept", "application/pidf+xml"),))
+            if ctype is None or ctype.media_type not in PUBLISH_TYPES:
+                raise PublishRejected(415, "Unsupported Media Type", (("Accept", ", ".join(PUBLISH_TYPES)),))
             params = tuple((k, v if v is not None else "") for k, v in ctype.params)
+            if is_signed(ctype.media_type):
+                try:
+                    signed_pidf(request.body, params, presentity)
+                except ParseError as error:
+                    raise PublishRejected(400, f"Bad Request ({_phrase(error.reason)})") from None
             content = Content(ctype.media_type, request.body, params)
         elif existing is None:
             raise PublishRejected(400, "Bad Request (an initial PUBLISH needs a body)")

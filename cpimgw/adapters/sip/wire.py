@@ -285,6 +285,60 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(params)
 
 
+#: RFC 3261 §25.1 ``paramchar`` without ``escaped``: ``param-unreserved`` / ``unreserved``.
+_PARAMCHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                        "[]/:&+$" "-_.!~*'()")
+
+
+def _is_paramchars(text: str) -> bool:
+    """``1*paramchar`` (RFC 3261 §25.1): param-unreserved, unreserved or a valid ``%`` HEXDIG HEXDIG."""
+    if not text:
+        return False
+    if "%" not in text:
+        return set(text) <= _PARAMCHARS
+    index = 0
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == "%":
+            if index + 2 >= length or text[index + 1] not in _HEX or text[index + 2] not in _HEX:
+                return False
+            index += 3
+            continue
+        if char not in _PARAMCHARS:
+            return False
+        index += 1
+    return True
+
+
+def parse_uri_params(text: str) -> tuple[tuple[str, str | None], ...]:
+    """Parse SIP URI parameters (``text`` without the leading ``;``), RFC 3261 §19.1.1 / §25.1::
+
+        uri-parameters    =  *( ";" uri-parameter)
+        other-param       =  pname [ "=" pvalue ]
+        pname / pvalue    =  1*paramchar
+        paramchar         =  param-unreserved / unreserved / escaped
+        param-unreserved  =  "[" / "]" / "/" / ":" / "&" / "+" / "$"
+
+    This is not the header-parameter grammar (``token`` / ``host`` /
+    ``quoted-string``, :func:`parse_params`): a URI parameter may hold a raw
+    RFC 5627 GRUU (``gr=urn:uuid:...``) or a ``maddr=[::1]``, never a quoted
+    string or whitespace.  Values are kept as written (escapes unresolved).
+    """
+    params: list[tuple[str, str | None]] = []
+    for piece in text.split(";"):
+        name, equals, value = piece.partition("=")
+        if not _is_paramchars(name):
+            raise SipParseError(f"bad or empty URI parameter {piece!r}")
+        if equals:
+            if not _is_paramchars(value):
+                raise SipParseError(f"URI parameter {name!r} has a bad value {value!r}")
+            params.append((name, value))
+        else:
+            params.append((name, None))
+    return tuple(params)
+
+
 def format_params(params: Iterable[tuple[str, str | None]]) -> str:
     return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
 
@@ -412,7 +466,7 @@ def _parse_sip_uri(text: str) -> SipURI:
     rest, question, headers = rest.partition("?")
     hostport, *param_text = rest.split(";", 1)
     host, port = split_hostport(hostport)
-    params = parse_params(param_text[0]) if param_text else ()
+    params = parse_uri_params(param_text[0]) if param_text else ()
     return SipURI(scheme, host, user, password, port, params, headers if question else None)
 
 

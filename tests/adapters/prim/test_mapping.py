@@ -10,7 +10,8 @@ from cpimgw.adapters.prim import mapping
 from cpimgw.adapters.prim.wire import PrimError, Request, Response, parse_command
 from cpimgw.cpim.message import parse_message
 from cpimgw.cpim.operations import (
-    MEDIA_CPIM, Condition, Content, Message, Notify, Status, Subscribe, SubscriptionState, failure, indeterminant,
+    MEDIA_CPIM, Condition, Content, Message, Notify, Status, Subscribe, SubscriptionState, TerminationReason, failure,
+    indeterminant,
     success,
 )
 from cpimgw.cpim.uri import im_uri, pres_uri
@@ -71,8 +72,31 @@ class SendMappingTests(TestCase):
                           Content("text/plain", b"hi"), trans_id="t" * 32, message_id="origin id/1")
         headers = dict(mapping.message_to_send(message, now=954428374)[0])
         self.assertEqual(headers["Message-ID"], "origin%20id/1")
-        self.assertEqual(headers["Conversation-ID"], "c" + "t" * 24)
+        # No conversation known: the message is one of its own, and maps back to none.
+        self.assertEqual(headers["Conversation-ID"], "origin%20id/1")
         self.assertEqual(headers["Date"], "Thu, 30 Mar 2000 14:59:34 +0000")
+        self.assertNotIn(mapping.FROM_INSTANCE_HEADER, headers)
+        back = mapping.send_to_message(Request("SEND", "1", tuple(mapping.message_to_send(message, now=0)[0]),
+                                               b"x"), origin="prim", now=0)
+        self.assertEqual((back.message_id, back.conversation_id), ("origin id/1", None))
+
+    def test_conversation_and_instances_ride_in_headers(self) -> None:
+        message = Message(im_uri("alice", "sip.example"), im_uri("bob", "b.example"),
+                          Content("message/cpim", b"From: <im:alice@sip.example>\r\n\r\nContent-Type: text/plain\r\n\r\nx"),
+                          message_id="m6", conversation_id="conv 5",
+                          source_instance="urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", destination_instance="balcony")
+        headers = mapping.message_to_send(message, now=0, max_forwards_header=False)[0]
+        self.assertEqual([h for h in headers if h[0] not in ("From", "To", "Date", "Content-Type")], [
+            ("Message-ID", "m6"), ("Conversation-ID", "conv%205"),
+            ("X-From-Instance", "urn%3Auuid%3Af81d4fae-7dec-11d0-a765-00a0c91e6bf6"), ("X-To-Instance", "balcony")])
+        back = mapping.send_to_message(Request("SEND", "1", tuple(headers), message.content.body), origin="prim", now=0)
+        self.assertEqual((back.message_id, back.conversation_id, back.source_instance, back.destination_instance),
+                         ("m6", "conv 5", "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", "balcony"))
+
+    def test_unescape_token_only_inverts_the_canonical_escape(self) -> None:
+        for wire_form, value in (("m6", "m6"), ("a%40b%3B1", "a@b;1"), ("a%3bb", "a%3bb"), ("50%", "50%"),
+                                 ("%FF", "%FF"), ("caf%C3%A9", "caf\u00e9")):
+            self.assertEqual(mapping.unescape_token(wire_form), value, wire_form)
 
     def test_garbled_message_id_form(self) -> None:
         request = Request("SEND", "1", (("Message-IDab12", "im:alice@a.example"),))
@@ -93,6 +117,35 @@ class SendMappingTests(TestCase):
 
 
 class PresenceMappingTests(TestCase):
+    def test_subscription_state_header_table(self) -> None:
+        # (state, reason) -> X-Subscription-State; None where Duration says it (digest §2.12).
+        table = [
+            ((SubscriptionState.ACTIVE, None), None),
+            ((SubscriptionState.PENDING, None), "pending"),
+            ((SubscriptionState.TERMINATED, TerminationReason.DEACTIVATED), None),
+            ((SubscriptionState.TERMINATED, TerminationReason.TIMEOUT), "terminated;reason=timeout"),
+            ((SubscriptionState.TERMINATED, TerminationReason.REJECTED), "terminated;reason=rejected"),
+            ((SubscriptionState.TERMINATED, None), "terminated"),
+        ]
+        for (state, reason), text in table:
+            self.assertEqual(mapping.format_subscription_state(state, reason), text, (state, reason))
+            if text is not None:
+                self.assertEqual(mapping.parse_subscription_state(text), (state, reason))
+        self.assertEqual(mapping.parse_subscription_state("weird;reason=timeout"), (SubscriptionState.PENDING, None))
+
+    def test_notify_state_round_trip(self) -> None:
+        for state, reason, expires in ((SubscriptionState.PENDING, None, 120),
+                                       (SubscriptionState.TERMINATED, TerminationReason.TIMEOUT, None),
+                                       (SubscriptionState.TERMINATED, TerminationReason.DEACTIVATED, None),
+                                       (SubscriptionState.ACTIVE, None, 300)):
+            op = Notify(pres_uri("bob", "b.example"), pres_uri("alice", "a.example"), None, subscript_id="s1",
+                        state=state, reason=reason, expires=expires)
+            headers, body = mapping.notify_to_request(op, now=0)
+            back = mapping.notify_from_request(Request("NOTIFY", "1", tuple(headers), body), origin="prim")
+            self.assertEqual((back.state, back.reason), (state, reason))
+            if state is not SubscriptionState.TERMINATED:
+                self.assertEqual(back.expires, expires)
+
     def test_subscribe_round_trip(self) -> None:
         op = Subscribe(pres_uri("alice", "a.example"), pres_uri("bob", "b.example"), 600, subscript_id="s1")
         method, headers = mapping.subscribe_to_request(op, now=0)

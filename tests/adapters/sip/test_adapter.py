@@ -247,6 +247,61 @@ class PresenceTests(AdapterFixture, TestCase):
                                       call_id="c3"))
         self.assertEqual(stale[0].status, 412)
 
+    def signed(self, entity: str = "pres:alice@sip.test") -> tuple[str, bytes, bytes]:
+        """(Content-Type, multipart/signed body, the PIDF it signs) -- the signature part is opaque here."""
+        pidf = PIDF.replace(b"pres:alice@sip.test", entity.encode())
+        body = (b"--sig\r\nContent-Type: application/pidf+xml\r\n\r\n" + pidf + b"\r\n--sig\r\n"
+                b"Content-Type: application/pkcs7-signature\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQE=\r\n--sig--\r\n")
+        return 'multipart/signed;protocol="application/pkcs7-signature";micalg=sha-256;boundary=sig', body, pidf
+
+    def test_signed_publish_is_relayed_octet_for_octet(self) -> None:
+        """RFC 3863 §4: the ESC takes a signed PIDF of the publisher and relays the very octets."""
+        content_type, body, _ = self.signed()
+        out = self.send(sip_request("PUBLISH", "sip:alice@sip.test", "Event: presence\r\nExpires: 3600\r\n"
+                                    f"Content-Type: {content_type}\r\n", body))
+        self.assertEqual(out[0].status, 200)
+        stored = self.successResultOf(self.bus.store.get_presence(pres_uri("alice", "sip.test")))
+        [content] = stored.values()
+        self.assertEqual((content.media_type, content.body), ("multipart/signed", body))
+
+    def test_signed_publish_refusals(self) -> None:
+        content_type, body, _ = self.signed("pres:mallory@sip.test")
+        out = self.send(sip_request("PUBLISH", "sip:alice@sip.test", "Event: presence\r\n"
+                                    f"Content-Type: {content_type}\r\n", body))
+        self.assertEqual(out[0].status, 400)
+        self.assertIn("not for the publisher", out[0].reason)
+        out = self.send(sip_request("PUBLISH", "sip:alice@sip.test", "Event: presence\r\n"
+                                    "Content-Type: text/plain\r\n", b"x", call_id="c2"))
+        self.assertEqual((out[0].status, out[0].get_all("accept")), (415, ("application/pidf+xml", "multipart/signed")))
+
+    def watch(self, accept: str, call_id: str) -> list:
+        """A SIP watcher of juliet@xmpp.test, who publishes a signed document: the last NOTIFY with a body."""
+        if not self.adapter.watchers:
+            content_type, body, _ = self.signed("pres:juliet@xmpp.test")
+            params = tuple(tuple(p.split("=", 1)) for p in content_type.split(";")[1:])
+            self.xmpp.inject(Publish(pres_uri("juliet", "xmpp.test"), Content("multipart/signed", body, params),
+                                     instance="balcony"))
+            settle(self.bus)
+        out = self.send(sip_request("SUBSCRIBE", "sip:juliet@xmpp.test",
+                                    f"Event: presence\r\nExpires: 600\r\n{accept}", call_id=call_id,
+                                    from_uri=f"sip:{call_id}@sip.test"))
+        self.reactor.advance(5)
+        notifies = [m for m in out + self.received() if isinstance(m, Request) and m.body]
+        return notifies[-1:]
+
+    def test_watcher_that_accepts_signed_documents_gets_them(self) -> None:
+        [notify] = self.watch("Accept: application/pidf+xml, multipart/signed\r\n", "w1")
+        _, body, _ = self.signed("pres:juliet@xmpp.test")
+        self.assertEqual((notify.media_type, notify.body), ("multipart/signed", body))
+        self.assertIn("boundary=sig", notify.get("content-type"))
+
+    def test_watcher_that_accepts_pidf_only_gets_the_signed_pidf(self) -> None:
+        """RFC 3856 §6.7 / RFC 3261 §8.2.3: never a body the Accept does not list; the PIDF octets it signs."""
+        for accept, call_id in (("Accept: application/pidf+xml\r\n", "w2"), ("", "w3")):
+            [notify] = self.watch(accept, call_id)
+            _, _, pidf = self.signed("pres:juliet@xmpp.test")
+            self.assertEqual((notify.media_type, notify.body), ("application/pidf+xml", pidf), accept)
+
     def test_gateway_subscribes_to_sip_user_and_relays_notify(self) -> None:
         results: list = []
         op = Subscribe(pres_uri("juliet", "xmpp.test"), pres_uri("alice", "sip.test"), 600)

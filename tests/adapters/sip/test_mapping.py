@@ -7,7 +7,7 @@ from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.trial.unittest import TestCase
 
-from cpimgw.cpim import message as cpim
+from cpimgw.cpim import errors as cpim_errors, message as cpim
 from cpimgw.cpim.operations import (
     MEDIA_CPIM,
     Condition,
@@ -65,7 +65,8 @@ class ErrorTableTests(TestCase):
             ("registration-required", False, 407), ("remote-server-not-found", False, 404),
             ("remote-server-timeout", False, 408), ("resource-constraint", False, 500),
             ("service-unavailable", False, 403), ("subscription-required", False, 400),
-            ("undefined-condition", False, 400), ("unexpected-request", False, 400),
+            # RFC 7247 §7.1 says "491 or 400"; the one shared table (cpimgw.cpim.interworking) takes 491.
+            ("undefined-condition", False, 400), ("unexpected-request", False, 491),
         ]
         self.assertEqual([(c, b, errors.sip_status_for_xmpp(c, bare=b)) for c, b, _ in rows], rows)
         self.assertEqual(errors.sip_status_for_xmpp("gone", new_address=True), 301)
@@ -144,7 +145,79 @@ class MessageMappingTests(TestCase):
                          (404, "Not Found (no  such)"))
 
 
+    def test_identity_of_a_sip_born_message_is_its_call_id_and_cseq(self) -> None:
+        op = mapping.message_from_sip(self.request("text/plain", b"x"))
+        request = mapping.message_to_sip(op, call_id="fresh@gw", from_tag="t")
+        self.assertEqual((request.call_id, request.cseq), ("asd88asd77a@1.2.3.4", (1, "MESSAGE")))
+        self.assertFalse(request.has(mapping.MESSAGE_ID_HEADER) or request.has(mapping.CONVERSATION_ID_HEADER))
+        self.assertEqual(mapping.message_from_sip(request).message_id, "asd88asd77a@1.2.3.4;1")
+
+    def test_foreign_ids_ride_in_extension_headers(self) -> None:
+        body = cpim.build_message(im_uri("carol", "prim.example"), [im_uri("bob", "sip.example")], b"x").to_bytes()
+        op = Message(im_uri("carol", "prim.example"), im_uri("bob", "sip.example"), Content(MEDIA_CPIM, body),
+                     message_id="m6", conversation_id="conv-5", source_instance="urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
+        request = mapping.message_to_sip(op, call_id="fresh@gw", from_tag="t")
+        self.assertEqual((request.call_id, request.get("CPIM-Message-ID"), request.get("CPIM-Conversation-ID")),
+                         ("fresh@gw", "m6", "conv-5"))
+        self.assertEqual(request.from_.uri, "sip:carol@prim.example;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
+        back = mapping.message_from_sip(parse_message(request.add_header("Via", "SIP/2.0/UDP gw;branch=z9hG4bKx")
+                                                      .to_bytes()))
+        self.assertEqual((back.message_id, back.conversation_id, back.source_instance, back.content.body),
+                         ("m6", "conv-5", "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", body))
+
+    def test_message_identity_table(self) -> None:
+        def op(message_id, conversation_id=None, content=Content("text/plain", b"x")):
+            return Message(im_uri("a", "x.example"), im_uri("b", "y.example"), content, message_id=message_id,
+                           conversation_id=conversation_id)
+
+        content_id = Content(MEDIA_CPIM, b"From: <im:a@x.example>\r\nTo: <im:b@y.example>\r\n\r\n"
+                                         b"Content-Type: text/plain\r\nContent-ID: <12@foo.com>\r\n\r\nx")
+        table = [
+            (op("abc@host;7"), ("abc@host", 7, ())),
+            (op(None), ("new", 1, ())),
+            (op("m6", "c5"), ("new", 1, (("CPIM-Message-ID", "m6"), ("CPIM-Conversation-ID", "c5")))),
+            (op("a;0"), ("new", 1, (("CPIM-Message-ID", "a;0"),))),  # CSeq 0 is not a SIP CSeq
+            (op("a;99999999999"), ("new", 1, (("CPIM-Message-ID", "a;99999999999"),))),
+            (op("x y;1"), ("new", 1, (("CPIM-Message-ID", "x y;1"),))),
+            (op("evil\r\nVia: x"), ("new", 1, (("CPIM-Message-ID", "evil  Via: x"),))),
+            (op("12@foo.com", content=content_id), ("new", 1, ())),  # already the carried Content-ID
+        ]
+        for operation, expected in table:
+            self.assertEqual(mapping.message_identity(operation, "new"), expected, operation.message_id)
+
+    def test_require_binds_the_recipient_not_the_relay(self) -> None:
+        """RFC 3862 §3.5: a relayed body is not refused for its Require; native mode consumes it and is."""
+        body = (b"From: <im:user1@domain.com>\r\nTo: <im:user2@domain.com>\r\n"
+                b"NS: MyFeatures <mid:MessageFeatures@id.foo.com>\r\nRequire: MyFeatures.VitalMessageOption\r\n"
+                b"MyFeatures.VitalMessageOption: Confirmation-requested\r\n\r\n"
+                b"Content-Type: text/plain\r\n\r\nmust be understood")
+        op = mapping.message_from_sip(self.request(MEDIA_CPIM, body))
+        self.assertEqual(op.content, Content(MEDIA_CPIM, body))
+        self.assertEqual(mapping.message_to_sip(op, call_id="c", from_tag="t").body, body)
+        self.assertRaises(cpim_errors.NotUnderstoodError, mapping.message_to_sip, op, call_id="c", from_tag="t",
+                          mode="native")
+        self.assertRaises(cpim_errors.MessageFormatError, mapping.message_from_sip,
+                          self.request(MEDIA_CPIM, b"From <im:broken>\r\n\r\nx"))
+
+
 class PresenceMappingTests(TestCase):
+    def test_publish_instance_and_lifetime_through_the_codec(self) -> None:
+        """A Publish's instance is the entity-tag of its lineage; no lifetime stays none (RFC 3903 §4.1)."""
+        from cpimgw.cpim.operations import Publish
+
+        codec = SipCodec()
+        pidf = b"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:a@sip.example'/>"
+        for instance, expires, tag in (("ID-desk", None, "ID-desk"), ("im%3Abob%40prim.example", 600,
+                                                                       "im%3Abob%40prim.example"),
+                                       ("My Phone/1", None, "My%20Phone%2F1")):
+            op = Publish(pres_uri("a", "sip.example"), Content("application/pidf+xml", pidf), instance=instance,
+                         expires=expires)
+            request = parse_message(codec.from_operation(op))
+            self.assertEqual((request.get("sip-if-match"), request.expires, request.body), (tag, expires, pidf))
+            back = codec.to_operation(request.to_bytes())
+            self.assertEqual((back.instance, back.expires), (tag, expires))
+        self.assertEqual(mapping.entity_tag_for("a:b@c d"), "a%3Ab%40c%20d")
+
     def test_subscription_state_both_ways(self) -> None:
         """RFC 3856 §8 and RFC 3903 §15 values."""
         self.assertEqual(mapping.parse_subscription_state("active;expires=599"),

@@ -656,6 +656,100 @@ def requests(draw: st.DrawFn) -> Request:
     return Request(method, f"sip:{user}@{host}", headers, body)
 
 
+#: RFC 3261 §25.1 (ABNF, case as written there):
+#:   paramchar        = param-unreserved / unreserved / escaped
+#:   param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
+#:   unreserved       = alphanum / mark
+#:   mark             = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
+PARAM_UNRESERVED = "[]/:&+$"
+MARK = "-_.!~*'()"
+PARAMCHAR = string.ascii_letters + string.digits + PARAM_UNRESERVED + MARK
+#: token (RFC 3261 §25.1) = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN = string.ascii_letters + string.digits + "-.!%*_+`'~"
+
+
+class URIParameterGrammarTests(TestCase):
+    """URI parameters follow ``pname [ "=" pvalue ]``, ``1*paramchar`` (RFC 3261 §19.1.1, §25.1);
+    header parameters keep ``token [ "=" ( token / host / quoted-string ) ]`` (§25.1 generic-param)."""
+
+    GRUU = "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+
+    def test_raw_rfc5627_gruu(self) -> None:
+        uri = parse_sip_uri(f"sip:alice@example.com;gr={self.GRUU}")
+        self.assertEqual(uri.param("gr"), self.GRUU)
+        self.assertEqual(str(uri), f"sip:alice@example.com;gr={self.GRUU}")
+
+    def test_raw_gruu_inside_a_name_addr(self) -> None:
+        addr = parse_name_addr(f"<sip:alice@example.com;gr={self.GRUU}>;tag=fe1")
+        self.assertEqual(addr.sip_uri().param("gr"), self.GRUU)
+        self.assertEqual(addr.tag, "fe1")
+
+    def test_raw_gruu_in_a_request(self) -> None:
+        data = crlf(f"""MESSAGE sip:bob@example.net;gr={self.GRUU} SIP/2.0
+Via: SIP/2.0/UDP pc.example.com;branch=z9hG4bKgr1
+Max-Forwards: 70
+From: <sip:alice@example.com;gr={self.GRUU}>;tag=fe1
+To: <sip:bob@example.net>
+Call-ID: gr1@pc.example.com
+CSeq: 1 MESSAGE
+Content-Length: 0
+
+""")
+        request = parse_message(data)
+        self.assertEqual(parse_sip_uri(request.uri).param("gr"), self.GRUU)
+        self.assertEqual(request.from_.sip_uri().param("gr"), self.GRUU)
+
+    def test_every_param_unreserved_and_mark_character(self) -> None:
+        value = "a" + PARAM_UNRESERVED + MARK + "%41%2f"
+        uri = parse_sip_uri(f"sip:host.example;{value}={value};flag")
+        self.assertEqual(uri.params, ((value, value), ("flag", None)))
+
+    def test_maddr_ipv6_and_the_rfc3261_examples(self) -> None:
+        # RFC 3261 §19.1.3 examples.
+        self.assertEqual(parse_sip_uri("sip:alice@atlanta.com;maddr=239.255.255.1;ttl=15").param("ttl"), "15")
+        self.assertEqual(parse_sip_uri("sip:alice@registrar.com;method=REGISTER").param("method"), "REGISTER")
+        self.assertEqual(parse_sip_uri("sip:h.example;maddr=[2001:db8::1];lr").param("maddr"), "[2001:db8::1]")
+        self.assertEqual(parse_sip_uri("sip:h.example;lr").param("lr"), "")
+
+    def test_what_paramchar_excludes(self) -> None:
+        for bad in ('gr="quoted"', "gr=a`b", "gr=a,b", "gr=a?b", "gr=a@b", "gr==", "=v", "gr=", "gr=%4", "gr=%zz",
+                    "gr=a<b", "gr=\u00e9".encode().decode("unicode_escape"), ""):
+            with self.assertRaises(SipParseError, msg=bad):
+                wire.parse_uri_params(bad)
+
+    def test_empty_parameter_between_semicolons(self) -> None:
+        with self.assertRaises(SipParseError):
+            parse_sip_uri("sip:h.example;;lr")
+
+    def test_header_parameters_keep_the_token_grammar(self) -> None:
+        self.assertEqual(wire.parse_params('tag=a`b;q="x y";received=[::1]'),
+                         (("tag", "a`b"), ("q", '"x y"'), ("received", "[::1]")))
+        for bad in (f"tag={self.GRUU}", "tag=a/b", "tag=a[b"):
+            with self.assertRaises(SipParseError, msg=bad):
+                wire.parse_params(bad)
+        with self.assertRaises(SipParseError):
+            parse_name_addr(f"<sip:alice@example.com>;tag={self.GRUU}")
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(PARAMCHAR, min_size=1, max_size=20), st.text(PARAMCHAR, min_size=1, max_size=30))
+    def test_any_paramchar_name_and_value_parse(self, name: str, value: str) -> None:
+        uri = parse_sip_uri(f"sip:u@h.example;{name}={value}")
+        self.assertEqual(uri.params, ((name, value),))
+        self.assertEqual(parse_sip_uri(str(uri)), uri)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(string.printable.replace(";", ""), min_size=1, max_size=20))
+    def test_values_outside_paramchar_are_refused(self, value: str) -> None:  # ";" separates parameters
+        stripped = value.replace("%", "")
+        if set(stripped) <= set(PARAMCHAR) and "%" not in value:
+            wire.parse_uri_params(f"p={value}")
+            return
+        if set(stripped) <= set(PARAMCHAR):
+            return  # only escapes decide: covered by test_what_paramchar_excludes
+        with self.assertRaises(SipParseError):
+            wire.parse_uri_params(f"p={value}")
+
+
 class PropertyTests(TestCase):
     @settings(max_examples=200, deadline=None)
     @given(requests())
