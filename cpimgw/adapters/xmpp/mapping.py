@@ -236,13 +236,16 @@ def _jid_attr(stanza: domish.Element, name: str) -> JID:
 # -- messages: XMPP -> CPIM ------------------------------------------------
 
 
-def _carried_cpim(stanza: domish.Element) -> bytes | None:
+def _carried_cpim(stanza: domish.Element) -> tuple[bytes, str | None] | None:
+    """The Message/CPIM octets carried in ``<cpim xmlns='urn:x-cpimgw:xmpp'/>`` and the
+    conversation id of the operation (its ``conversation`` attribute), if any."""
     for child in _children(stanza):
         if child.uri == NS_XMPP and child.name == "cpim":
             try:
-                return base64.b64decode(_text(child).encode("ascii"), validate=True)
+                octets = base64.b64decode(_text(child).encode("ascii"), validate=True)
             except (binascii.Error, ValueError, UnicodeError):
                 raise StanzaError("the carried message/cpim is not base64", "bad-request") from None
+            return octets, child.getAttribute("conversation") or None
     return None
 
 
@@ -310,13 +313,15 @@ def message_to_cpim(
 
     carried = _carried_cpim(stanza)
     if carried is not None:
+        octets, conversation_id = carried
         try:
-            inner = parse_message(carried, understood=UNDERSTOOD)
+            inner = parse_message(octets, understood=UNDERSTOOD)
             if inner.sender.cpim_uri is not None and inner.sender.cpim_uri.same_principal(source):
                 return Message(
                     source, destination, Content(MEDIA_CPIM, inner.to_bytes()),
                     message_id=message_id, origin=origin,
                     source_instance=source_instance, destination_instance=destination_instance,
+                    conversation_id=conversation_id,
                 )
         except ParseError:
             pass  # not trustworthy: map the stanza itself
@@ -547,7 +552,9 @@ def cpim_to_message(
         stanza.addChild(e2e.e2e_element(e2e.entity_text(
             cpim.content_header("Content-Type") or media, cpim.body, cpim.content_header("Content-Transfer-Encoding"))))
     if carry_cpim:
-        stanza.addElement((NS_XMPP, "cpim"), content=base64.b64encode(operation.content.body).decode("ascii"))
+        carried = stanza.addElement((NS_XMPP, "cpim"), content=base64.b64encode(operation.content.body).decode("ascii"))
+        if operation.conversation_id:
+            carried["conversation"] = operation.conversation_id
     return stanza
 
 

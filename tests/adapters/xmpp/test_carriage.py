@@ -200,3 +200,24 @@ class AdapterCarriageTests(AdapterHarness, unittest.TestCase):
         self.assertEqual(publish.presentity, JULIET)
         self.assertNotEqual(publish.presence.body, PIDF)
         self.assertIn(b"dnd", publish.presence.body)
+
+
+class ConversationIdTests(unittest.TestCase):
+    """A conversation id (PRIM Conversation-ID, SIP CPIM-Conversation-ID) rides on ``<cpim/>``."""
+
+    def test_conversation_id_round_trip(self):
+        from cpimgw.cpim.message import build_message
+
+        cpim = build_message("im:bob@prim.example", ["im:juliet@xmpp.example"], b"hi")
+        operation = Message(parse_uri("im:bob@prim.example"), parse_uri("im:juliet@xmpp.example"),
+                            Content("message/cpim", cpim.to_bytes()), conversation_id="conv-42")
+        stanza = mapping.cpim_to_message(operation, ADDRESSES)
+        carried = next(child for child in stanza.elements() if child.name == "cpim")
+        self.assertEqual(carried["conversation"], "conv-42")
+        # Back from the same foreign user (as the stanza would travel returning to the gateway):
+        stanza["from"], stanza["to"] = stanza["to"], stanza["from"]
+        back = mapping.message_to_cpim(stanza, ADDRESSES)
+        self.assertIsNone(back.conversation_id)  # the carried object names bob, not juliet: not trusted
+        reply = mapping.cpim_to_message(operation, ADDRESSES)
+        returned = mapping.message_to_cpim(reply, AddressMap("gw.localhost", ("prim.example",)))
+        self.assertEqual(returned.conversation_id, "conv-42")
