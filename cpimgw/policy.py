@@ -17,6 +17,10 @@ rule set an operator configures in ``[policy]``:
 A domain entry that starts with ``"."`` also matches every subdomain
 (``".example.com"`` matches ``chat.example.com``), like the static routing
 table.  Every refusal reason names the rule that refused.
+
+``may_message_now`` / ``may_subscribe_now`` give the same answers without a
+Deferred; ``may_message`` and ``may_subscribe`` are marked with them for the
+bus's synchronous fast path (:mod:`cpimgw.bus`, "Synchronous fast path").
 """
 
 from __future__ import annotations
@@ -123,10 +127,24 @@ class DefaultPolicy:
         return None
 
     def may_message(self, message: Message) -> Deferred[str | None]:
-        return succeed(self.message_refusal(message))
+        return succeed(self.may_message_now(message))
 
     def may_subscribe(self, subscribe: Subscribe) -> Deferred[str | None]:
-        return succeed(self.subscribe_refusal(subscribe))
+        return succeed(self.may_subscribe_now(subscribe))
+
+    def may_message_now(self, message: Message) -> str | None:
+        """:meth:`may_message`'s answer itself (the bus's synchronous fast path calls it)."""
+        return self.message_refusal(message)
+
+    def may_subscribe_now(self, subscribe: Subscribe) -> str | None:
+        """:meth:`may_subscribe`'s answer itself."""
+        return self.subscribe_refusal(subscribe)
+
+    # The bus's fast path (cpimgw.bus.SYNCHRONOUS_ATTRIBUTE): these methods are
+    # succeed(<variant>(...)).  A subclass overriding may_message without the
+    # mark is called through may_message, as any third-party IPolicy is.
+    may_message.synchronous_variant = "may_message_now"  # type: ignore[attr-defined]
+    may_subscribe.synchronous_variant = "may_subscribe_now"  # type: ignore[attr-defined]
 
     def max_duration(self, subscribe: Subscribe) -> int:
         return self._max_duration

@@ -14,10 +14,21 @@ had started is stopped again, and ``on_start_failure`` is called -- by
 default that stops the reactor and makes the process exit with status 1, so
 ``twistd`` never hangs on a half-started gateway.  Stopping is the reverse:
 adapters (last started first), then the bus, which closes the store.
+
+Garbage collector (issue 2, measured with ``benchmarks/bench_bus.py`` and a
+heap of long-lived state): once everything has started, a gateway built with
+``freeze_gc`` (the default of :func:`make_service` on the global reactor,
+i.e. under ``twistd``) collects once and then ``gc.freeze()``-s what startup
+allocated -- modules, configuration, adapters, reloaded subscriptions -- so
+that the collector's full passes no longer walk it, and raises the
+generation-0 threshold from CPython's 700 to :data:`GC_GEN0_THRESHOLD`
+(fewer young collections for the per-message Deferreds and operations).
+Stopping unfreezes and restores the thresholds.  See :func:`tune_gc`.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any, Callable, Iterable, Mapping
@@ -43,6 +54,38 @@ START_FAILURE_EXIT_CODE = 1
 
 #: The only address the operators' status endpoint (``[gateway] status_port``) binds.
 STATUS_INTERFACE = "127.0.0.1"
+
+#: The generation-0 collection threshold a started gateway sets (CPython's default is 700).
+GC_GEN0_THRESHOLD = 2000
+
+
+def tune_gc(gen0_threshold: int = GC_GEN0_THRESHOLD) -> tuple[int, tuple[int, int, int]]:
+    """Collect, freeze every object alive now, and raise the generation-0 threshold.
+
+    Meant to be called once startup's allocations are done: the frozen
+    objects move to the permanent generation, which collections never walk
+    (they are still freed by reference counting).  The threshold is only
+    ever raised, never lowered, and the older generations' are kept.
+
+    :param gen0_threshold: the generation-0 threshold to set (at least 1).
+    :return: how many objects are frozen, and the thresholds before (for
+        :func:`untune_gc`).
+    :raise ValueError: ``gen0_threshold`` is below 1.
+    """
+    if gen0_threshold < 1:
+        raise ValueError(f"gen0_threshold must be at least 1, got {gen0_threshold!r}")
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    if gen0_threshold > before[0]:
+        gc.set_threshold(gen0_threshold, before[1], before[2])
+    return gc.get_freeze_count(), before
+
+
+def untune_gc(thresholds: tuple[int, int, int]) -> None:
+    """Undo :func:`tune_gc`: unfreeze (the objects become collectable again) and restore ``thresholds``."""
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def make_store(config: Config) -> Any:
@@ -140,6 +183,8 @@ class GatewayService(MultiService):
     :ivar started: a ``Deferred`` fired with ``None`` once everything has
         started, or with the failure of the step that did not (after what
         had started was stopped again and ``on_start_failure`` was called).
+    :ivar freeze_gc: call :func:`tune_gc` once started (and undo it when
+        stopped); see the module docstring.
     """
 
     def __init__(
@@ -153,8 +198,11 @@ class GatewayService(MultiService):
         apply_log_level: bool = False,
         reactor: Any = None,
         clean_sigterm: bool = False,
+        freeze_gc: bool = False,
     ) -> None:
         super().__init__()
+        self.freeze_gc = freeze_gc
+        self._gc_thresholds: tuple[int, int, int] | None = None
         self.reactor = reactor
         self.clean_sigterm = clean_sigterm
         self.config = config
@@ -258,6 +306,10 @@ class GatewayService(MultiService):
             adapters=[a.name for a in self.adapters],
             adapter_list=", ".join(a.name for a in self.adapters) or "(none)",
         )
+        if self.freeze_gc and self._gc_thresholds is None:
+            frozen, self._gc_thresholds = tune_gc()
+            log.info("garbage collector: {frozen} startup objects frozen, thresholds {thresholds}",
+                     frozen=frozen, thresholds=gc.get_threshold())
         self.started.callback(None)
 
     def _start_failed(self, failure: Failure) -> Deferred[None]:
@@ -295,7 +347,14 @@ class GatewayService(MultiService):
         waiting.addBoth(lambda result: pending.callback(None) if not isinstance(result, Failure) else pending.errback(result))
         pending.addCallback(lambda _: log.info("cpimgw {gateway} stopped", gateway=self.config.gateway.name))
         pending.addBoth(self._remove_log_level)
+        pending.addBoth(self._untune_gc)
         return pending
+
+    def _untune_gc(self, result: Any = None) -> Any:
+        if self._gc_thresholds is not None:
+            untune_gc(self._gc_thresholds)
+            self._gc_thresholds = None
+        return result
 
     def _stop_started(self) -> Deferred[None]:
         """Stop the adapters that started (reverse order), then the bus (which closes the store)."""
@@ -484,6 +543,7 @@ def make_service(
     on_start_failure: Callable[[Failure], None] | None = None,
     apply_log_level: bool = False,
     clean_sigterm: bool = False,
+    freeze_gc: bool | None = None,
 ) -> GatewayService:
     """Build the gateway described by ``config`` (nothing is started yet).
 
@@ -498,8 +558,14 @@ def make_service(
         ``gateway.log_level`` while running (the twistd plugin turns it on).
     :param clean_sigterm: on SIGTERM stop the reactor and exit with status 0
         rather than by the signal (the twistd plugin turns it on).
+    :param freeze_gc: freeze startup's objects and raise the generation-0
+        threshold once started (:func:`tune_gc`); by default only on the
+        global reactor (``reactor`` not given: the real process, as under
+        ``twistd``), never in a test's own reactor.
     :raise ConfigError: an adapter's ``build`` refused its settings.
     """
+    if freeze_gc is None:
+        freeze_gc = reactor is None
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -554,4 +620,5 @@ def make_service(
         apply_log_level=apply_log_level,
         reactor=reactor,
         clean_sigterm=clean_sigterm,
+        freeze_gc=freeze_gc,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -25,7 +27,7 @@ from cpimgw.cpim.operations import (
     indeterminant,
 )
 from cpimgw.cpim.uri import im_uri, pres_uri
-from cpimgw.interfaces import IBus, IPresenceService, IResolver
+from cpimgw.interfaces import IBus, IPolicy, IPresenceService, IResolver
 from cpimgw.policy import DefaultPolicy
 from cpimgw.store.memory import MemoryStore
 from cpimgw.store.sqlite import SQLiteStore
@@ -424,3 +426,284 @@ class LifecycleTests(unittest.TestCase):
         response = self.successResultOf(alpha.inject(subscribe))
         self.assertEqual(response.duration, 60)
         self.successResultOf(bus.stop())
+
+
+class LaterStore(MemoryStore):
+    """A MemoryStore whose duplicate-key answers come on the next clock turn (the Deferred path)."""
+
+    def __init__(self, clock: Clock, remember_error: Exception | None = None) -> None:
+        super().__init__()
+        self.later = clock
+        self.remember_error = remember_error
+
+    def _answer(self, value: object) -> Deferred:
+        answer: Deferred = Deferred()
+        if isinstance(value, Exception):
+            self.later.callLater(0, answer.errback, value)
+        else:
+            self.later.callLater(0, answer.callback, value)
+        return answer
+
+    def remember(self, key: str, now: float, ttl: float) -> Deferred:
+        if self.remember_error is not None:
+            return self._answer(self.remember_error)
+        return self._answer(self.remember_now(key, now, ttl))
+
+    def forget(self, key: str) -> Deferred:
+        return self._answer(self.forget_now(key))
+
+
+class LaterPolicy(DefaultPolicy):
+    """A DefaultPolicy whose ``may_message`` answers on the next clock turn."""
+
+    def __init__(self, clock: Clock, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.later = clock
+
+    def may_message(self, message: Message) -> Deferred:
+        answer: Deferred = Deferred()
+        self.later.callLater(0, answer.callback, self.message_refusal(message))
+        return answer
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore counting the synchronous duplicate-key calls (its marked methods are inherited)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def remember_now(self, key: str, now: float, ttl: float) -> bool:
+        self.calls.append("remember_now")
+        return super().remember_now(key, now, ttl)
+
+    def forget_now(self, key: str) -> bool:
+        self.calls.append("forget_now")
+        return super().forget_now(key)
+
+
+class FastPathTests(BusFixture, unittest.TestCase):
+    """Issue 2: what answers at once is routed with plain calls and answered by a fired Deferred."""
+
+    def make_fixture_bus(self) -> Bus:
+        return make_bus(store=CountingStore())
+
+    def test_answered_at_once_through_the_synchronous_variants(self) -> None:
+        sent = message(message_id="fast-1")
+        answer = self.alpha.inject(sent)
+        self.assertEqual(self.successResultOf(answer), Response(sent.trans_id, Status.SUCCESS))
+        self.assertEqual(self.store.calls, ["remember_now"])
+        self.assertEqual(self.beta.delivered[0].max_forwards, 119)
+        # A failure forgets the key through forget_now, so a retry goes through.
+        self.beta.reply = lambda op: failure(op, Condition.UNAVAILABLE, "offline")
+        self.assertIs(self.successResultOf(self.alpha.inject(message(message_id="fast-2"))).condition,
+                      Condition.UNAVAILABLE)
+        self.assertEqual(self.store.calls, ["remember_now", "remember_now", "forget_now"])
+        self.assertEqual(self.successResultOf(self.store.counts())["duplicate_keys"], 1)
+
+    def test_synchronous_variants_answer_like_the_deferred_methods(self) -> None:
+        store = MemoryStore()
+        self.assertIs(store.remember_now("k", 10.0, 5.0), True)
+        self.assertIs(store.remember_now("k", 14.0, 5.0), False)
+        self.assertIs(self.successResultOf(store.remember("k", 15.0, 5.0)), True)  # expired at 15: new again
+        self.assertIs(store.forget_now("k"), True)
+        self.assertIs(self.successResultOf(store.forget("k")), False)
+        policy = DefaultPolicy(deny_domains=["alpha.example"])
+        refused = message()
+        self.assertEqual(policy.may_message_now(refused), self.successResultOf(policy.may_message(refused)))
+        self.assertEqual(policy.may_message_now(refused),
+                         "policy deny_domains: messages from alpha.example are refused (rule 'alpha.example')")
+        watch = Subscribe(pres_uri("w", "alpha.example"), pres_uri("t", "beta.example"), 60)
+        self.assertEqual(policy.may_subscribe_now(watch), self.successResultOf(policy.may_subscribe(watch)))
+
+    def test_an_override_without_the_mark_is_honoured(self) -> None:
+        class Forgetful(MemoryStore):
+            def remember(self, key: str, now: float, ttl: float) -> Deferred:
+                return succeed(False)  # everything is a duplicate
+
+        self.bus.store = Forgetful()
+        sent = message(message_id="fast-3")
+        self.assertEqual(self.successResultOf(self.alpha.inject(sent)),
+                         Response(sent.trans_id, Status.SUCCESS, "duplicate suppressed"))
+        self.assertEqual(self.beta.delivered, [])
+
+    def test_third_party_policy_answering_plain_or_fired_values(self) -> None:
+        @implementer(IPolicy)
+        class Plain:
+            def __init__(self, answer: object) -> None:
+                self.answer = answer
+
+            def may_message(self, message: Message) -> object:
+                return self.answer
+
+            def may_subscribe(self, subscribe: Subscribe) -> object:
+                return None
+
+            def max_duration(self, subscribe: Subscribe) -> int:
+                return 60
+
+        self.bus.policy = Plain("closed today")
+        self.assertEqual(self.successResultOf(self.alpha.inject(message())).reason, "closed today")
+        self.bus.policy = Plain(succeed("closed tomorrow"))
+        self.assertEqual(self.successResultOf(self.alpha.inject(message())).reason, "closed tomorrow")
+        self.bus.policy = Plain(None)
+        self.assertIs(self.successResultOf(self.alpha.inject(message())).status, Status.SUCCESS)
+        self.assertEqual(self.bus.counters["refused"], 2)
+
+    def test_waiting_copies_are_answered_before_the_first(self) -> None:
+        pending: Deferred = Deferred()
+        self.beta.reply = lambda op: pending
+        order: list[str] = []
+        self.alpha.inject(message(message_id="m-9")).addCallback(lambda r: order.append("first " + r.reason))
+        self.alpha.inject(message(message_id="m-9")).addCallback(lambda r: order.append("second " + r.reason))
+        pending.callback(Response(self.beta.delivered[0].trans_id, Status.SUCCESS, "ok"))
+        self.assertEqual(order, ["second duplicate suppressed", "first ok"])
+
+    def test_a_copy_looping_back_at_once_waits_for_the_first(self) -> None:
+        """An adapter that puts the same message back on the bus while delivering it (a loop)."""
+        inner: list[Deferred] = []
+
+        def loop_back(op: Message) -> Response:
+            inner.append(self.bus.dispatch(op))
+            self.assertNoResult(inner[0])  # in flight: it waits for the first copy
+            return Response(op.trans_id, Status.SUCCESS, "delivered")
+
+        self.beta.reply = loop_back
+        sent = message(message_id="loop-1", max_forwards=5)
+        self.assertEqual(self.successResultOf(self.alpha.inject(sent)).reason, "delivered")
+        self.assertEqual(self.successResultOf(inner[0]),
+                         Response(sent.trans_id, Status.SUCCESS, "duplicate suppressed"))
+        self.assertEqual(len(self.beta.delivered), 1)
+        self.assertEqual(self.bus.counters["duplicates"], 1)
+
+    def test_one_hop_less_is_evolve(self) -> None:
+        from cpimgw.bus import _one_hop_less
+
+        full = Message(im_uri("a", "alpha.example"), im_uri("b", "beta.example"), TEXT, trans_id="t-1",
+                       max_forwards=7, message_id="m", origin="alpha", source_instance="desk",
+                       destination_instance="phone")
+        lowered = _one_hop_less(full)
+        self.assertEqual(lowered, attrs.evolve(full, max_forwards=6))
+        self.assertEqual(full.max_forwards, 7)
+        self.assertEqual(_one_hop_less(lowered).max_forwards, 5)
+
+
+class DeferredPathTests(unittest.TestCase):
+    """The same rules when the store and the policy answer later (e.g. SQLite, a remote policy)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = LaterStore(self.clock)
+        self.bus = Bus(self.clock, self.store, LaterPolicy(self.clock))
+        self.bus.start()
+        self.clock.advance(0)
+        self.alpha = RecordingAdapter("alpha", ["alpha.example"])
+        self.beta = RecordingAdapter("beta", ["beta.example"])
+        attach(self.bus, self.alpha, self.beta)
+
+    def tearDown(self) -> None:
+        self.bus.stop()
+        self.clock.advance(5)
+
+    def answer(self, sent: Message) -> Response:
+        answer = self.alpha.inject(sent)
+        self.assertNoResult(answer)
+        for _ in range(4):
+            self.clock.advance(0)
+        return self.successResultOf(answer)
+
+    def test_delivered_once_the_store_and_policy_answer(self) -> None:
+        sent = message(message_id="late-1", max_forwards=2)
+        self.assertEqual(self.answer(sent), Response(sent.trans_id, Status.SUCCESS))
+        self.assertEqual([op.max_forwards for op in self.beta.delivered], [1])
+        again = message(message_id="late-1")
+        self.assertEqual(self.answer(again), Response(again.trans_id, Status.SUCCESS, "duplicate suppressed"))
+        self.assertEqual(self.bus.counters["duplicates"], 1)
+
+    def test_failure_forgets_before_answering_the_waiting_copies(self) -> None:
+        pending: Deferred = Deferred()
+        self.beta.reply = lambda op: pending
+        first = self.alpha.inject(message(message_id="late-2"))
+        second = self.alpha.inject(message(message_id="late-2"))
+        self.clock.advance(0)
+        self.clock.advance(0)
+        pending.callback(failure(self.beta.delivered[0], Condition.UNAVAILABLE, "offline"))
+        self.assertNoResult(first)  # the key is being forgotten
+        self.assertNoResult(second)
+        self.clock.advance(0)
+        self.assertIs(self.successResultOf(first).condition, Condition.UNAVAILABLE)
+        self.assertIs(self.successResultOf(second).condition, Condition.UNAVAILABLE)
+        self.assertEqual(self.successResultOf(self.store.counts())["duplicate_keys"], 0)
+        self.beta.reply = lambda op: Response(op.trans_id, Status.SUCCESS)
+        self.assertIs(self.answer(message(message_id="late-2")).status, Status.SUCCESS)
+
+    def test_store_errback_is_internal_for_every_copy(self) -> None:
+        self.store.remember_error = OSError("disk on fire")
+        first = self.alpha.inject(message(message_id="late-3"))
+        second_op = message(message_id="late-3")
+        second = self.alpha.inject(second_op)
+        for _ in range(3):
+            self.clock.advance(0)
+        self.assertEqual(self.successResultOf(first).reason, "internal error: disk on fire")
+        self.assertEqual(self.successResultOf(second),
+                         Response(second_op.trans_id, Status.FAILURE, "internal error", Condition.INTERNAL))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.bus.counters["internal"], 1)
+        self.assertEqual(self.beta.delivered, [])
+        self.assertEqual(self.bus._in_flight, {})
+
+
+REPLIES = {
+    "success": lambda op: Response(op.trans_id, Status.SUCCESS),
+    "failure": lambda op: failure(op, Condition.UNAVAILABLE, "offline"),
+    "indeterminant": lambda op: indeterminant(op, "queued", native_code=202),
+    "not-a-response": lambda op: "fine",
+}
+
+
+class PathEquivalenceTests(unittest.TestCase):
+    """The fast path and the Deferred path give the same answers, counters and deliveries."""
+
+    def run_steps(self, later: bool, deny: bool, steps: list[tuple[str, str | None, str, str, int]]) -> tuple:
+        clock = Clock()
+        rules = {"deny_domains": ["evil.example"]} if deny else {}
+        store = LaterStore(clock) if later else MemoryStore()
+        policy = LaterPolicy(clock, **rules) if later else DefaultPolicy(**rules)  # type: ignore[arg-type]
+        bus = Bus(clock, store, policy)
+        bus.start()
+        clock.advance(0)
+        alpha = RecordingAdapter("alpha", ["alpha.example", "evil.example"])
+        beta = RecordingAdapter("beta", ["beta.example"])
+        mute = RecordingAdapter("mute", ["mute.example"], capabilities=())
+        attach(bus, alpha, beta, mute)
+        answers = []
+        for number, (source, message_id, domain, reply, hops) in enumerate(steps):
+            beta.reply = REPLIES[reply]
+            user, source_domain = source.split("@")
+            answer = bus.dispatch(Message(im_uri(user, source_domain), im_uri("bob", domain), TEXT,
+                                          trans_id=f"t-{number}", message_id=message_id, max_forwards=hops,
+                                          origin="alpha"))
+            if later:
+                for _ in range(4):
+                    clock.advance(0)
+            answers.append(self.successResultOf(answer))
+        self.flushLoggedErrors(TypeError)
+        bus.stop()
+        return answers, dict(bus.counters), beta.delivered, bus._in_flight
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        steps=st.lists(st.tuples(
+            st.sampled_from(["alice@alpha.example", "carol@alpha.example", "eve@evil.example"]),
+            st.sampled_from([None, "m-1", "m-2"]),
+            st.sampled_from(["beta.example", "nowhere.example", "mute.example"]),
+            st.sampled_from(sorted(REPLIES)),
+            st.sampled_from([0, 1, 70, 500]),
+        ), max_size=8),
+        deny=st.booleans(),
+    )
+    def test_same_outcomes(self, steps: list[tuple[str, str | None, str, str, int]], deny: bool) -> None:
+        at_once = self.run_steps(False, deny, steps)
+        later = self.run_steps(True, deny, steps)
+        self.assertEqual(at_once, later)
+        self.assertEqual(at_once[3], {})

@@ -82,3 +82,17 @@ class DefaultPolicyTests(unittest.TestCase):
         self.assertRaises(ConfigError, DefaultPolicy, max_duration=-1)
         error = self.assertRaises(ConfigError, DefaultPolicy, presence="maybe")
         self.assertIn("policy.presence", str(error))
+
+    def test_synchronous_variants(self) -> None:
+        """may_message_now / may_subscribe_now answer what the Deferred methods do, and are marked for the bus."""
+        from cpimgw.bus import SYNCHRONOUS_ATTRIBUTE
+
+        policy = DefaultPolicy(presence="same-domain", deny_domains=["spam.example"])
+        for op in (message("spam.example"), message("ok.example")):
+            self.assertEqual(policy.may_message_now(op), self.may_message(policy, op))
+        for watch in (subscribe("x.example"), subscribe("beta.example"), subscribe("spam.example")):
+            self.assertEqual(policy.may_subscribe_now(watch), self.may_subscribe(policy, watch))
+        self.assertEqual(policy.may_message_now(message("spam.example")),
+                         "policy deny_domains: messages from spam.example are refused (rule 'spam.example')")
+        self.assertEqual(getattr(policy.may_message, SYNCHRONOUS_ATTRIBUTE), "may_message_now")
+        self.assertEqual(getattr(policy.may_subscribe, SYNCHRONOUS_ATTRIBUTE), "may_subscribe_now")

@@ -7,7 +7,10 @@ asks to keep in persistent storage (running subscriptions, presence data)
 and the duplicate keys of RFC 3860 messages live here only as long as the
 process; use SQLite where they must survive a restart.
 
-Every method returns an already fired ``Deferred``.
+Every ``IStore`` method returns an already fired ``Deferred``;
+``remember_now`` and ``forget_now`` answer the duplicate-key questions without
+one, and ``remember``/``forget`` are marked with them for the bus's
+synchronous fast path (:mod:`cpimgw.bus`, "Synchronous fast path").
 """
 
 from __future__ import annotations
@@ -175,15 +178,29 @@ class MemoryStore:
     # -- duplicate keys ----------------------------------------------------
 
     def remember(self, key: str, now: float, ttl: float) -> Deferred[bool]:
-        expires_at = self._keys.get(key)
-        if expires_at is not None and expires_at > now:
-            return succeed(False)
-        self._keys[key] = now + ttl
-        return succeed(True)
+        return succeed(self.remember_now(key, now, ttl))
 
     def forget(self, key: str) -> Deferred[bool]:
         """Drop one duplicate key (the bus does so when the message was not delivered)."""
-        return succeed(self._keys.pop(key, None) is not None)
+        return succeed(self.forget_now(key))
+
+    def remember_now(self, key: str, now: float, ttl: float) -> bool:
+        """:meth:`remember`'s answer itself (the bus's synchronous fast path calls it)."""
+        expires_at = self._keys.get(key)
+        if expires_at is not None and expires_at > now:
+            return False
+        self._keys[key] = now + ttl
+        return True
+
+    def forget_now(self, key: str) -> bool:
+        """:meth:`forget`'s answer itself."""
+        return self._keys.pop(key, None) is not None
+
+    # The bus's fast path (cpimgw.bus.SYNCHRONOUS_ATTRIBUTE): these methods are
+    # succeed(<variant>(...)).  A subclass overriding remember or forget without
+    # the mark is called through its override, the documented IStore way.
+    remember.synchronous_variant = "remember_now"  # type: ignore[attr-defined]
+    forget.synchronous_variant = "forget_now"  # type: ignore[attr-defined]
 
     def expire(self, now: float) -> Deferred[int]:
         old = [key for key, expires_at in self._keys.items() if expires_at <= now]
