@@ -49,7 +49,7 @@ NS_E2E = "urn:ietf:params:xml:ns:xmpp-e2e"
 
 def carried_cpim(stanza_xml: str) -> bytes:
     """The Message/CPIM octets an XMPP user finds in ``<cpim xmlns='urn:x-cpimgw:xmpp'/>``."""
-    match = re.search(r"<cpim xmlns=[\"']" + re.escape(NS_CARRY) + r"[\"']>([^<]*)</cpim>", stanza_xml)
+    match = re.search(r"<cpim xmlns=[\"']" + re.escape(NS_CARRY) + r"[\"'][^>]*>([^<]*)</cpim>", stanza_xml)
     if match is None:
         raise AssertionError(f"no carried Message/CPIM in {stanza_xml[:1500]}")
     return base64.b64decode(match.group(1))
