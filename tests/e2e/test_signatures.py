@@ -22,6 +22,10 @@ How each network carries the signed object here:
   RFC 3923's ``<e2e xmlns='urn:ietf:params:xml:ns:xmpp-e2e'/>``, both ways
   (:class:`RFC3923Tests`): inbound the entity's line ends, which XML turns
   into LF, are restored to canonical CRLF; outbound each CR is ``&#13;``.
+
+Signed presence (a ``multipart/signed`` PIDF, RFC 3863 §4) crosses PRIM <-> SIP
+(:class:`SignedPresenceTests`) and to and from XMPP in RFC 3923 §5 ``<e2e/>``
+inside ``<presence/>`` (:class:`SignedPresenceXMPPTests`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from xml.sax.saxutils import escape
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
+from cpimgw.adapters.xmpp.e2e import split_content_type
 from cpimgw.cpim.message import build_message, parse_message
 from tests.e2e import sip_users
 from tests.e2e.peers import free_udp_port, sip_body, sip_header, traced_requests, wait_until, xmpp_jid_of
@@ -297,3 +302,98 @@ class SignedPresenceTests(SigningTestCase):
         verified = yield verify(content_type, body, self.signers[CAROL].write(workdir), workdir)
         self.assertEqual(verified.signer_uris, (CAROL,))
         return verified
+
+
+def e2e_entity(stanza_xml: str) -> tuple[str, bytes] | None:
+    """(Content-Type, body) of the RFC 3923 ``<e2e/>`` in a received stanza, line ends made canonical again."""
+    from xml.sax.saxutils import unescape
+
+    match = re.search(r"<e2e xmlns=[\"']" + re.escape(NS_E2E) + r"[\"']>([^<]*)</e2e>", stanza_xml)
+    if match is None:
+        return None
+    # slixmpp writes the text back with &quot; and &apos; too (slixmpp.xmlstream.tostring.escape).
+    text = unescape(match.group(1), {"&quot;": '"', "&apos;": "'"})
+    mime = text.encode("ascii").replace(b"\n", CRLF).replace(b"\r\r", b"\r")
+    head, _, body = mime.partition(CRLF + CRLF)
+    return head.split(b":", 1)[1].strip().decode(), body
+
+
+class SignedPresenceXMPPTests(SigningTestCase):
+    """RFC 3923 §5 signed presence to and from XMPP: a ``<presence/>`` whose ``<e2e/>`` holds the
+    ``multipart/signed`` PIDF, relayed unchanged; every received entity is checked with openssl."""
+
+    @inlineCallbacks
+    def verify_signed(self, signer: str, content_type: str, body: bytes):  # type: ignore[no-untyped-def]
+        self.checks += 1
+        workdir = os.path.join(self.dir, f"verify-{self.checks}")
+        os.makedirs(workdir)
+        verified = yield verify(content_type, body, self.signers[signer].write(workdir), workdir)
+        self.assertEqual(verified.signer_uris, (signer,))
+        return verified
+
+    @inlineCallbacks
+    def test_prim_publish_to_xmpp_watcher(self):  # type: ignore[no-untyped-def]
+        note = "signed-presence-for-xmpp"
+        entity = pidf_entity("pres:carol@prim.localhost", "open", note)
+        content_type, body = self.signers[CAROL].sign(entity)
+        answer = yield self.carol.publish(body, tuple_id="signed", content_type=content_type).addTimeout(
+            WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        carol = xmpp_jid_of("carol", "prim.localhost")
+        self.alice.call(self.alice.client.send_presence, pto=carol, ptype="subscribe")
+
+        def signed_presences() -> list[dict]:
+            return [p for p in self.alice.presences
+                    if p["from"].split("/")[0] == carol and e2e_entity(p["xml"]) is not None]
+
+        yield wait_until(signed_presences, WAIT, what="a presence with <e2e/> from carol")
+        [presence, *_] = signed_presences()
+        # The ordinary fields come from the signed PIDF (RFC 3922 §5.2): an ordinary client sees carol.
+        self.assertEqual((presence["type"], presence["status"]), ("available", note))
+        self.assertEqual(presence["from"], carol + "/signed")
+        received_type, received_body = e2e_entity(presence["xml"])
+        self.assertEqual(received_body, body)
+        verified = yield self.verify_signed(CAROL, received_type, received_body)
+        self.assertEqual(verified.content, entity)
+
+    @inlineCallbacks
+    def test_xmpp_signed_presence_to_sip_and_prim_watchers(self):  # type: ignore[no-untyped-def]
+        # dan (SIP, takes multipart/signed) and carol (PRIM) watch alice; alice (slixmpp) authorises both.
+        scenario = sip_users.subscribe_uac("dan@sip.localhost", "alice@xmpp.localhost").replace(
+            "Accept: application/pidf+xml", "Accept: application/pidf+xml, multipart/signed")
+        process, workdir = self.sipp(scenario, [self.gateway_sip, "-p", str(free_udp_port()), "-m", "1", "-t", "u1",
+                                                "-timeout", "40s"], "watch-dan", timeout=45.0)
+        answer = yield self.carol.subscribe("pres:alice@xmpp.localhost", 600).addTimeout(WAIT, reactor)
+        self.assertIn(answer.code, (200, 201))
+        for watcher in (xmpp_jid_of("dan", "sip.localhost"), xmpp_jid_of("carol", "prim.localhost")):
+            yield wait_until(lambda: self.alice.roster_subscription(watcher) in ("from", "both"), WAIT,
+                             what=f"alice to authorise {watcher}")
+        note = "signed-by-alice"
+        entity = pidf_entity("pres:alice@xmpp.localhost", "open", note)
+        content_type, body = self.signers[ALICE].sign(entity)
+        mime = b"Content-Type: " + content_type.encode() + CRLF + CRLF + body
+        # A broadcast presence (RFC 6121 §4.2.2): Prosody sends it to both subscribed gateway JIDs, and its
+        # XML parser turns every CR LF of the entity into LF on the way (restored to CRLF by the gateway).
+        self.alice.call(self.alice.client.send_raw,
+                        f"<presence><show>away</show><status>{note}</status>"
+                        f"<e2e xmlns='{NS_E2E}'>{escape(mime.decode('ascii'))}</e2e></presence>")
+
+        def signed_notifies() -> list[bytes]:
+            return [n for n in traced_requests(workdir, "NOTIFY") if b"pkcs7-signature" in sip_body(n)]
+
+        yield wait_until(lambda: signed_notifies() or process.ended.called, WAIT, what="a signed NOTIFY to dan")
+        self.assertTrue(signed_notifies(), process.protocol.output.decode("utf-8", "replace")[-2000:])
+        [notify, *_] = signed_notifies()
+        yield process.stop()
+        # The same Content-Type (the SIP adapter writes its parameters without spaces, RFC 3261 §25.1 allows it).
+        self.assertEqual(split_content_type(sip_header(notify, "Content-Type")), split_content_type(content_type))
+        self.assertEqual(sip_body(notify), body)
+        verified = yield self.verify_signed(ALICE, sip_header(notify, "Content-Type"), sip_body(notify))
+        self.assertEqual(verified.content, entity)
+
+        prim_notify = yield self.carol.wait_for(
+            "NOTIFY", lambda r: b"pkcs7-signature" in r.body).addTimeout(WAIT, reactor)
+        self.assertEqual(prim_notify.header("From"), "pres:alice@xmpp.localhost")
+        self.assertEqual(prim_notify.body, body)
+        verified = yield self.verify_signed(ALICE, prim_notify.header("Content-Type"), prim_notify.body)
+        self.assertEqual(verified.content, entity)

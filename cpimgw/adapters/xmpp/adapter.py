@@ -50,6 +50,11 @@ from the XMPP user                success / failure forbidden; a revoke later
                                   then one ``<presence/>`` per tuple;
                                   terminated: ``unsubscribed`` (rejected,
                                   noresource) or ``unavailable``
+available with RFC 3923 ``<e2e/>`` ``Publish`` of the signed PIDF entity
+holding a signed PIDF of its      itself (RFC 3923 §5, RFC 3863 §4), octets
+sender                            unchanged; ``deliver(Notify)`` of a signed
+                                  PIDF: the presences of the PIDF it signs,
+                                  each with ``<e2e/>`` holding the entity
 ================================  ============================================
 
 Service discovery (XEP-0030), ping (XEP-0199) and software version (XEP-0092)
@@ -552,13 +557,19 @@ class XMPPAdapter(MultiService):
         target_bare = self.addresses.uri_to_jid(operation.target)
         key = (_key(operation.watcher), _key(operation.target))
         carry = None
-        if self.settings.carry_cpim and operation.origin != self.name and operation.presence is not None:
+        document = secured = None
+        if operation.presence is not None:
+            # A signed PIDF (RFC 3863 §4): the presences of the document it signs, each with the
+            # signed entity unchanged in RFC 3923 <e2e/> (which is then the carriage).
+            document, secured = mapping.notify_document(operation.presence, operation.target)
+        if secured is not None:
+            carry = secured
+        elif self.settings.carry_cpim and operation.origin != self.name and operation.presence is not None:
             carry = mapping.pidf_element(operation.presence, op="notify", state=operation.state.value,
                                          expires=operation.expires,
                                          reason=operation.reason.value if operation.reason is not None else None)
         if operation.state is SubscriptionState.TERMINATED and operation.presence is not None and key not in self.outbound:
             # The single notify of a fetch (an XMPP probe): the state, once.
-            document = mapping.read_pidf(operation.presence)
             for stanza in mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
                                                     namespace=self.namespace, carry=carry):
                 self.send(stanza)
@@ -577,9 +588,8 @@ class XMPPAdapter(MultiService):
         if operation.state is SubscriptionState.ACTIVE and key not in self.confirmed and key in self.outbound:
             self.send(mapping.simple_presence(target_bare, watcher, "subscribed", namespace=self.namespace))
             self.confirmed.add(key)
-        if operation.presence is None:
+        if document is None:
             return success(operation)
-        document = mapping.read_pidf(operation.presence)
         stanzas = mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
                                             namespace=self.namespace, carry=carry)
         now_sent = set()
@@ -629,6 +639,12 @@ class XMPPAdapter(MultiService):
         entity, resource, content = mapping.presence_to_pidf(
             stanza, self.addresses, timestamp=self.timestamps(self.reactor.seconds())
         )
+        signed = mapping.signed_presence(stanza, entity)
+        if signed is not None:
+            # RFC 3923 §5: the sender's own signed PIDF is the document, relayed unchanged; the mapped
+            # show/status only checked the stanza (a watcher without multipart/signed gets the signed PIDF).
+            content = signed
+            self.count("presence-signed-in")
         if kind == "unavailable":
             self.last_presence.pop(sender, None)
         else:

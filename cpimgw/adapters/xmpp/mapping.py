@@ -76,6 +76,16 @@ octets unmodified (base64), with the operation in attributes.  A presence
 that carries one whose ``entity`` is its sender (:func:`carried_pidf`; any
 other is ignored, so nobody can speak for someone else) yields exactly
 those octets.
+
+Signed presence (RFC 3923 §5, RFC 3863 §4): a ``<presence/>`` whose
+``<e2e xmlns='urn:ietf:params:xml:ns:xmpp-e2e'/>`` holds a
+``multipart/signed`` PIDF of its sender (:func:`signed_presence`, checked
+with :func:`cpimgw.cpim.signed.signed_pidf`, line ends canonical CRLF as
+for messages) is published as that signed entity, octet for octet; the
+``<e2e/>`` is never a PIDF extension.  A signed document on the bus goes to
+an XMPP watcher as the presences of the PIDF it signs (show/status as for
+any PIDF) each with the ``<e2e/>`` holding the signed entity unchanged
+(:func:`notify_document`).
 """
 
 from __future__ import annotations
@@ -109,6 +119,7 @@ from cpimgw.cpim.pidf import (
     tuple_id_for,
     xmpp_priority,
 )
+from cpimgw.cpim.signed import inner_pidf, is_signed, signed_pidf
 from cpimgw.cpim.uri import CPIMURI
 
 #: Our namespace: CPIM extension headers (prefix ``XMPP``) and XML elements.
@@ -605,6 +616,8 @@ def presence_to_pidf(
                     raise ValueError
             except ValueError:
                 raise StanzaError("<priority/> is not an integer from -128 to 127", "bad-request") from None
+        elif child.uri == e2e.NS_E2E and child.name == "e2e":
+            continue  # the signed document itself (signed_presence), never a PIDF extension
         else:
             extensions.append(Extension.from_xml(element_xml(child).encode("utf-8")))  # own xmlns: PIDF needs it
     qvalue = priority_from_xmpp(priority)
@@ -623,6 +636,59 @@ def presence_to_pidf(
     # No charset parameter: the document's XML declaration names UTF-8 (RFC 3023 §3.2), and a watcher
     # gets the same Content-Type as for the other networks' presence.
     return entity, resource, Content(MEDIA_PIDF, document.to_bytes())
+
+
+def signed_presence(stanza: domish.Element, entity: CPIMURI) -> Content | None:
+    """The signed PIDF a ``<presence/>`` holds in RFC 3923 ``<e2e/>`` (RFC 3923 §5, RFC 3863 §4).
+
+    ``None`` when the stanza has no ``<e2e/>``.  Otherwise the entity's
+    line ends are made canonical (CRLF, :func:`.e2e.content_from_e2e`) and
+    the result must be a ``multipart/signed`` whose first part is a PIDF
+    document of ``entity`` (the sender's ``pres:`` URI), checked with
+    :func:`cpimgw.cpim.signed.signed_pidf`; the returned Content's octets
+    are the signed body, unchanged.
+
+    :raise StanzaError: ``bad-request`` for an entity that is not a MIME
+        entity, not signed, or not a signed PIDF of the sender (nobody
+        publishes a document signed for someone else through us).
+    """
+    secured = e2e.find_e2e(stanza)
+    if secured is None:
+        return None
+    try:
+        content = e2e.content_from_e2e(e2e.e2e_text(secured))
+    except ParseError as error:
+        raise StanzaError(f"RFC 3923 <e2e/> in a presence: {error.reason}", "bad-request") from None
+    if not is_signed(content.media_type):
+        raise StanzaError(f"RFC 3923 <e2e/> in a presence holds {content.media_type}; only a signed PIDF "
+                          "(multipart/signed, RFC 3923 §5) can be relayed", "bad-request")
+    try:
+        signed_pidf(content.body, content.parameters, entity)
+    except ParseError as error:
+        raise StanzaError(f"RFC 3923 <e2e/> in a presence: {error.reason}", "bad-request") from None
+    return content
+
+
+def notify_document(content: Content, target: CPIMURI | None = None) -> tuple[PresenceDocument, domish.Element | None]:
+    """``(document, <e2e/> or None)`` of a presence Content going to an XMPP watcher.
+
+    A ``multipart/signed`` PIDF (RFC 3863 §4) gives the PIDF it signs (for
+    the show/status of the presences) and the RFC 3923 ``<e2e/>`` holding the
+    signed entity, its octets unchanged (each CR written ``&#13;``); plain
+    PIDF gives the document and ``None``.
+
+    :param target: the presentity; when given, a signed document must be its own.
+    :raise ParseError: neither PIDF nor a signed PIDF (of ``target``).
+    """
+    if is_signed(content.media_type):
+        if target is not None:
+            octets = signed_pidf(content.body, content.parameters, target)
+        else:
+            octets = inner_pidf(content.body, content.parameters)
+        document = parse_pidf(octets)
+        text = e2e.entity_text(e2e.format_content_type(content), content.body)
+        return document, e2e.e2e_element(text)
+    return read_pidf(content), None
 
 
 def from_resource(stanza: domish.Element, resource: str) -> domish.Element:
@@ -675,8 +741,9 @@ def pidf_to_presences(
     then an ``unavailable`` from the bare JID carries the document (nothing
     is known: never shown as available).
 
-    :param carry: a :func:`pidf_element` added to every presence (each may
-        be the only one a receiver keeps).
+    :param carry: a :func:`pidf_element`, or the RFC 3923 ``<e2e/>`` of a
+        signed document (:func:`notify_document`), added to every presence
+        (each may be the only one a receiver keeps).
     """
     presences = []
     for item in document.tuples:
