@@ -4,6 +4,8 @@
 ``contacts``, starts ``baresip -f workdir`` with the ``cons`` module on a free
 UDP port (commands such as ``/contacts`` are sent as datagrams from the
 reactor and answered the same way), and ``stop()`` kills it by PID.
+``sip_trace=True`` runs it with ``-s``: every SIP message it sends or
+receives is printed in :attr:`Baresip.log`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class _Answers(DatagramProtocol):
 
 
 class Baresip:
-    def __init__(self, workdir: str, account: str, contacts: list[str], *, reactor: Any = default_reactor) -> None:
+    def __init__(self, workdir: str, account: str, contacts: list[str], *, reactor: Any = default_reactor,
+                 sip_trace: bool = False) -> None:
         path = require_program("baresip")
         self.reactor = reactor
         self.port = free_port()
@@ -61,7 +64,8 @@ class Baresip:
             handle.write("\n".join(contacts) + "\n")
         self.ended: Deferred = Deferred()
         self.protocol = _Collect(self.ended)
-        self.process = reactor.spawnProcess(self.protocol, path, [path, "-f", workdir],
+        argv = [path, "-f", workdir, *(["-s"] if sip_trace else [])]  # -s: every SIP message on stdout
+        self.process = reactor.spawnProcess(self.protocol, path, argv,
                                             env={"PATH": "/usr/bin:/bin", "HOME": workdir}, path=workdir)
 
     @inlineCallbacks
