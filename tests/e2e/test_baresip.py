@@ -19,8 +19,9 @@ so that the gateway reaches him through Kamailio.
   console UI, not to stdout), and sends one to each with ``/message``.
 
 baresip 1.0 accepts only ``text/plain`` in a MESSAGE (a ``message/cpim``
-one gets 415 with ``Accept: text/plain``), so this gateway runs the SIP
-adapter's documented ``message_mode = "native"``; everything else is
+one gets 415 with ``Accept: text/plain``); the gateway runs the default
+``message_mode = "cpim"`` and falls back to the native form on that 415
+(retried once, then remembered per target): the configuration is
 ``conf/three-networks.toml`` as :class:`ThreeNetworksTestCase` starts it.
 """
 
@@ -36,7 +37,7 @@ from twisted.internet.task import deferLater
 
 from cpimgw.cpim.message import parse_message
 from tests.e2e import sip_users
-from tests.e2e.peers import gateway_config, wait_until, xmpp_jid_of
+from tests.e2e.peers import wait_until, xmpp_jid_of
 from tests.e2e.world import WAIT, ThreeNetworksTestCase
 from tests.interop import require_program
 from tests.interop.baresip import Baresip
@@ -44,9 +45,8 @@ from tests.interop.baresip import Baresip
 FRANK = "frank@sip.localhost"
 
 
-#: baresip 1.0 answers a ``message/cpim`` MESSAGE with 415 (``Accept: text/plain``): its users are served
-#: with the SIP adapter's documented ``message_mode = "native"`` (the inner body, conf/cpimgw.toml).
-NATIVE_MODE = ("use_dns = false\n", 'use_dns = false\nmessage_mode = "native"\n')
+#: baresip 1.0 answers a ``message/cpim`` MESSAGE with 415 (``Accept: text/plain``): the gateway runs its
+#: default ``message_mode = "cpim"`` and retries such a MESSAGE once with the native form (RFC 3261 §8.1.3.5).
 
 #: One SIP message in baresip's ``-s`` trace: ``ESC[36;1m#`` and the ``UDP a -> b`` line, the message, ``ESC[;m``.
 _TRACE = re.compile(r"\x1b\[36;1m#\r?\n(?:UDP|TCP) (\S+) -> (\S+)\r?\n")
@@ -91,16 +91,6 @@ def answer_to(log: str, request: str) -> str:
 
 class BaresipUserTests(ThreeNetworksTestCase):
     """frank@sip.localhost is a real baresip: he watches, receives and sends across the gateway."""
-
-    @inlineCallbacks
-    def start_gateway(self, name: str, config: str | None = None, ready_xmpp: bool = True):  # type: ignore[no-untyped-def]
-        """ThreeNetworksTestCase's gateway (twistd, conf/three-networks.toml) with ``message_mode = "native"``."""
-        if config is None:
-            self.ports = self.gateway_ports()
-            config = gateway_config(xmpp_component_port=self.prosody.component_port,
-                                    kamailio_port=self.kamailio.port, extra=[NATIVE_MODE], **self.ports)
-        gateway = yield super().start_gateway(name, config, ready_xmpp)
-        return gateway
 
     @inlineCallbacks
     def baresip_user(self, contacts: list[str]):  # type: ignore[no-untyped-def]
@@ -198,9 +188,13 @@ class BaresipUserTests(ThreeNetworksTestCase):
 
     @inlineCallbacks
     def received_by_baresip(self, baresip: Baresip, text: str, sender: str):  # type: ignore[no-untyped-def]
-        """Wait for the MESSAGE with ``text`` in baresip's trace and its 200 OK; return the MESSAGE."""
+        """Wait for the text/plain MESSAGE with ``text`` in baresip's trace and its 200 OK; return the MESSAGE.
+
+        (A message/cpim MESSAGE with ``text`` before it is baresip's 415, see :meth:`refused_by_baresip`.)
+        """
         def found() -> list[str]:
-            return [m for m in requests(baresip.log, "MESSAGE") if text in body(m)]
+            return [m for m in requests(baresip.log, "MESSAGE")
+                    if text in body(m) and header(m, "Content-Type").startswith("text/plain")]
 
         yield wait_until(lambda: bool(found()) and bool(answer_to(baresip.log, found()[0])), WAIT, 0.1,
                          what=f"baresip to receive {text!r}")
@@ -212,14 +206,24 @@ class BaresipUserTests(ThreeNetworksTestCase):
         self.assertEqual(body(message), text)
         return message
 
+    def refused_by_baresip(self, baresip: Baresip, text: str) -> list[str]:
+        """baresip's answers to the message/cpim MESSAGEs with ``text`` (the form the gateway sends first)."""
+        return [answer_to(baresip.log, m) for m in requests(baresip.log, "MESSAGE")
+                if text in body(m) and header(m, "Content-Type").startswith("message/cpim")]
+
     @inlineCallbacks
     def test_baresip_receives_from_xmpp_and_prim(self):  # type: ignore[no-untyped-def]
         baresip = yield self.baresip_user([])
         self.alice.send_message(xmpp_jid_of("frank", "sip.localhost"), "Hello Frank, from XMPP")
         yield self.received_by_baresip(baresip, "Hello Frank, from XMPP", "alice@xmpp.localhost")
+        # the default message_mode = "cpim": baresip's 415 (Accept: text/plain), then the native retry
+        [refusal] = self.refused_by_baresip(baresip, "Hello Frank, from XMPP")
+        self.assertTrue(refusal.startswith("SIP/2.0 415"), refusal)
         answer = yield self.carol.send("im:frank@sip.localhost", b"Hello Frank, from PRIM").addTimeout(WAIT, reactor)
         self.assertEqual(answer.code, 200)
         yield self.received_by_baresip(baresip, "Hello Frank, from PRIM", "carol@prim.localhost")
+        # remembered: frank now gets the native form at once
+        self.assertEqual(self.refused_by_baresip(baresip, "Hello Frank, from PRIM"), [])
 
     @inlineCallbacks
     def test_baresip_sends_to_xmpp_and_prim(self):  # type: ignore[no-untyped-def]

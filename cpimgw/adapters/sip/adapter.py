@@ -26,7 +26,13 @@ stack's prechecks first):
 
 And what it does with what the bus hands it (:meth:`deliver`): a ``Message``
 becomes a MESSAGE (1300-octet page-mode guard: over it, TCP is used if it
-runs, else ``failure policy-violation``); a ``Subscribe`` becomes a SUBSCRIBE
+runs, else ``failure policy-violation``); a 415 whose Accept leaves out
+message/cpim is retried once, as a new transaction, with the native form
+(the inner text/plain or text/html, as ``message_mode = "native"`` sends it;
+RFC 3261 §8.1.3.5/§21.4.16, RFC 3428 §7), and the target is remembered
+(bounded LRU with a TTL, :class:`NativePreferences`) so later messages go
+native at once; a signed body, or an inner type the Accept leaves out, is
+not retried: ``failure unsupported-media`` naming the accepted types; a ``Subscribe`` becomes a SUBSCRIBE
 towards the SIP user (refreshed before expiry, cancelled with Expires: 0, a
 duration-0 fetch with a one-shot SUBSCRIBE); a ``Notify`` becomes a NOTIFY in
 the SIP watcher's dialog (a signed document as it is when the SUBSCRIBE's
@@ -44,7 +50,8 @@ to the next target (§4.3).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections import OrderedDict
+from typing import Any, Callable, Mapping
 
 import attrs
 from twisted.application.service import Service
@@ -54,6 +61,7 @@ from zope.interface import implementer
 
 from cpimgw.cpim.errors import ConfigError, ParseError
 from cpimgw.cpim.operations import (
+    MEDIA_CPIM,
     Condition,
     Message,
     Notify,
@@ -67,6 +75,7 @@ from cpimgw.cpim.operations import (
     indeterminant,
     success,
 )
+from cpimgw.cpim.signed import is_signed
 from cpimgw.interfaces import IAdapter, IMessaging, IPresence
 from cpimgw.adapters.sip import mapping
 from cpimgw.adapters.sip.digest import Challenger, Credentials, Responder
@@ -250,6 +259,45 @@ class SipSettings:
         )
 
 
+class NativePreferences:
+    """Targets that answered 415 to message/cpim and took the native form (bounded LRU with a TTL).
+
+    :param clock: the reactor's ``seconds``.
+    :param max_entries: at most this many targets are remembered (the least recently used go first).
+    :param ttl: seconds a target is remembered after its last fallback.
+    """
+
+    def __init__(self, clock: Callable[[], float], *, max_entries: int = 1024, ttl: float = 3600.0) -> None:
+        if max_entries < 1 or ttl <= 0:
+            raise ValueError("max_entries must be at least 1 and ttl positive")
+        self.clock = clock
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def wants_native(self, target: str) -> bool:
+        until = self._until.get(target)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._until[target]
+            return False
+        self._until.move_to_end(target)
+        return True
+
+    def remember(self, target: str) -> None:
+        self._until[target] = self.clock() + self.ttl
+        self._until.move_to_end(target)
+        while len(self._until) > self.max_entries:
+            self._until.popitem(last=False)
+
+    def forget(self, target: str) -> None:
+        self._until.pop(target, None)
+
+
 @implementer(IAdapter, IMessaging, IPresence)
 class SipAdapter(Service):
     """The SIP network on the bus."""
@@ -290,6 +338,7 @@ class SipAdapter(Service):
         self.watcher_dialogs: dict[tuple[str, str], str] = {}  # (Call-ID, our tag) -> SubscriptID
         self.outgoing: dict[str, OutgoingSubscription] = {}  # SubscriptID -> state
         self.outgoing_dialogs: dict[tuple[str, str], str] = {}  # (Call-ID, our tag) -> SubscriptID
+        self.native_targets = NativePreferences(self.reactor.seconds)  # 415 fallback memory
 
     # ------------------------------------------------------------ service
 
@@ -739,16 +788,83 @@ class SipAdapter(Service):
         return succeed(failure(operation, Condition.UNSUPPORTED, f"the SIP adapter does not take {type(operation).__name__}"))
 
     def _deliver_message(self, message: Message) -> Deferred[CPIMResponse]:
+        call_id = f"{random_hex(10)}@{self.settings.local_host}"
+        from_tag = new_tag()
+        target = mapping.cpim_to_sip(message.destination)
+        mode = self.settings.message_mode
+        if mode == "cpim" and _carries_cpim(message) and self.native_targets.wants_native(target):
+            native = self._native_request(message, call_id, from_tag)
+            if native is not None and not is_signed(native.media_type or ""):
+                self.stack.count("message_native_direct")
+                return self._send_message(message, native, target, call_id, from_tag, retried=False)
         try:
-            request = mapping.message_to_sip(
-                message, call_id=f"{random_hex(10)}@{self.settings.local_host}", from_tag=new_tag(),
-                mode=self.settings.message_mode,
-            )
+            request = mapping.message_to_sip(message, call_id=call_id, from_tag=from_tag, mode=mode)
         except ParseError as error:
             return succeed(failure(message, Condition.BAD_REQUEST, error.describe()))
+        return self._send_message(message, request, target, call_id, from_tag, retried=False)
+
+    def _native_request(self, message: Message, call_id: str, from_tag: str) -> Request | None:
+        """The MESSAGE in the native form (``message_mode = "native"``), or ``None`` when the CPIM object does not parse."""
+        try:
+            return mapping.message_to_sip(message, call_id=call_id, from_tag=from_tag, mode="native")
+        except ParseError:
+            return None
+
+    def _send_message(self, message: Message, request: Request, target: str, call_id: str, from_tag: str,
+                      *, retried: bool) -> Deferred[CPIMResponse]:
         return self._resolve_and_send(request, page_mode=True).addCallback(
-            lambda response: mapping.response_from_sip(message, response)
+            self._message_answered, message, request, target, call_id, from_tag, retried
         )
+
+    def _message_answered(self, response: Response, message: Message, sent: Request, target: str, call_id: str,
+                          from_tag: str, retried: bool) -> Deferred[CPIMResponse] | CPIMResponse:
+        """The far side's final answer to a MESSAGE; a 415 may be retried once in the other form
+        (RFC 3261 §8.1.3.5: a new request with a type the Accept lists)."""
+        if response.status != 415:
+            return mapping.response_from_sip(message, response)
+        ranges = mapping.accepted_media(response)
+        carried_cpim = _carries_cpim(message)
+        sent_cpim = (sent.media_type or "") == MEDIA_CPIM
+        detail = ""
+        retry: Request | None = None
+        if retried:
+            detail = "the retry in the other form was refused too"
+        elif not carried_cpim:
+            detail = f"the content is {sent.media_type}, which has no other form"
+        elif sent_cpim:
+            if mapping.media_accepted(MEDIA_CPIM, ranges):
+                detail = "it lists message/cpim, so the refusal is of the content itself"
+            else:
+                native = self._native_request(message, call_id, from_tag)
+                native_type = (native.media_type or "") if native is not None else ""
+                if native is None:
+                    detail = "the Message/CPIM object has no native form (it does not parse)"
+                elif not mapping.native_acceptable(native_type, ranges):
+                    detail = (f"the content is signed ({native_type}); its signature covers the Message/CPIM object"
+                              if is_signed(native_type)
+                              else f"its native form is {native_type}")
+                else:
+                    retry = native
+                    self.native_targets.remember(target)
+                    self.stack.count("message_native_fallback")
+                    log.info("SIP: {target} refused message/cpim (415, Accept: {accept}); retrying with {media}",
+                             target=target, accept=", ".join(ranges) or "-", media=native_type)
+        else:  # the native form, sent because the target was remembered: the target changed its mind
+            self.native_targets.forget(target)
+            if mapping.media_accepted(MEDIA_CPIM, ranges):
+                try:
+                    retry = mapping.message_to_sip(message, call_id=call_id, from_tag=from_tag, mode="cpim")
+                except ParseError:
+                    retry = None
+                log.info("SIP: {target} refused the native form (415); retrying with message/cpim", target=target)
+            if retry is None:
+                detail = "neither form is accepted"
+        if retry is None:
+            return failure(message, Condition.UNSUPPORTED_MEDIA,
+                           mapping.unsupported_media_reason(response, ranges, detail), native_code=415)
+        number = response.cseq[0] if response.has("CSeq") else sent.cseq[0]
+        retry = retry.with_header("CSeq", f"{min(number + 1, mapping.MAX_CSEQ)} MESSAGE")
+        return self._send_message(message, retry, target, call_id, from_tag, retried=True)
 
     def _deliver_subscribe(self, subscribe: Subscribe) -> Deferred[CPIMResponse]:
         existing = self.outgoing.get(subscribe.subscript_id)
@@ -850,6 +966,11 @@ class SipAdapter(Service):
             return response
 
         return self.stack.send_request(request, target).addCallback(answered)
+
+
+def _carries_cpim(message: Message) -> bool:
+    """Whether the Message's content is a Message/CPIM object (which has a native form)."""
+    return message.content.media_type.split(";", 1)[0].strip().lower() == MEDIA_CPIM
 
 
 def _size(request: Request) -> int:

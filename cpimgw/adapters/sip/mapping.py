@@ -355,6 +355,50 @@ def response_from_sip(operation: Message | Subscribe | Notify | Publish, respons
     return failure(operation, condition_for_status(code), response.reason or str(code), native_code=code)
 
 
+def accepted_media(response: Response) -> tuple[str, ...]:
+    """The media ranges a 415's ``Accept`` names (RFC 3261 §21.4.16, §20.1), lower case, without parameters.
+
+    Unparseable entries are skipped (the far side's header is input, not a
+    contract); an absent or empty Accept gives ``()``.
+    """
+    ranges: list[str] = []
+    for value in response.get_all("Accept"):
+        media = value.split(";", 1)[0].strip().lower()
+        kind, slash, subtype = media.partition("/")
+        if slash and kind and subtype and media not in ranges:
+            ranges.append(media)
+    return tuple(ranges)
+
+
+def media_accepted(media_type: str, ranges: tuple[str, ...]) -> bool:
+    """Whether ``media_type`` is within one of the Accept ``ranges`` (``*/*``, ``type/*``, ``type/subtype``)."""
+    media = media_type.split(";", 1)[0].strip().lower()
+    kind = media.partition("/")[0]
+    return any(r == media or r == "*/*" or r == f"{kind}/*" for r in ranges)
+
+
+def native_acceptable(media_type: str, ranges: tuple[str, ...]) -> bool:
+    """Whether the native form (media ``media_type``) of a Message/CPIM may be retried after a 415.
+
+    Never a signed body (``multipart/signed``: its signature covers the
+    Message/CPIM object, which the native form drops, RFC 3862 §5.2).  With
+    no usable Accept (against RFC 3261 §21.4.16) only ``text/plain``, the type
+    RFC 3428 has every MESSAGE UA support.
+    """
+    if is_signed(media_type.split(";", 1)[0]):
+        return False
+    if not ranges:
+        return media_type.split(";", 1)[0].strip().lower() == "text/plain"
+    return media_accepted(media_type, ranges)
+
+
+def unsupported_media_reason(response: Response, ranges: tuple[str, ...], detail: str = "") -> str:
+    """The failure reason for a final 415: the phrase, the types the recipient accepts and why no retry."""
+    accepts = ", ".join(ranges) if ranges else "no type it named"
+    reason = f"{response.reason or 'Unsupported Media Type'}: the recipient accepts {accepts}"
+    return f"{reason}; {detail}" if detail else reason
+
+
 def status_for_response(response: CPIMResponse) -> tuple[int, str]:
     """The SIP status and reason phrase for the bus's answer to a SIP request."""
     if response.status is Status.SUCCESS:
