@@ -63,9 +63,11 @@ adapter only publishes while no resource has, see
 ``<show xmlns='jabber:client'/>`` in ``<status>``, ``<status/>`` as tuple
 notes, ``<priority/>`` as contact priority n/127 (a negative priority in
 ``<priority xmlns='urn:x-cpimgw:xmpp'/>``), other children kept as tuple
-extension elements.  PIDF -> XMPP: one presence per tuple from
+extension elements, and for away, xa and dnd an RPID ``dm:person`` hint
+(:func:`rpid_person`: activities away / away + user-input idle / busy) for
+SIP user agents that read RPID only.  PIDF -> XMPP: one presence per tuple from
 ``target/instance``, the same fields back; provisional ``im:im`` and RPID
-activities give a ``<show/>`` when there is no XMPP show.
+activities give a ``<show/>`` when there is no XMPP show (:func:`_show_for`).
 
 What XMPP presence cannot express (RPID persons and devices, timestamps,
 contacts, document notes, unknown extensions, tuple ids not of the
@@ -106,12 +108,15 @@ from cpimgw.cpim.errors import MessageFormatError, NotUnderstoodError, ParseErro
 from cpimgw.cpim.message import CPIMMessage, build_message, parse_message, qualified_name
 from cpimgw.cpim.operations import MEDIA_CPIM, MEDIA_PIDF, Content, Message
 from cpimgw.cpim.pidf import (
+    Activities,
     Contact,
     Extension,
     Note,
+    Person,
     PresenceDocument,
     Status,
     Tuple,
+    UserInput,
     build_pidf,
     instance_for,
     parse_pidf,
@@ -151,6 +156,12 @@ FRAGMENT_LIMITS = StreamLimits(max_stanza_size=65536, max_depth=32, max_elements
 # RPID activities / RFC 3922 provisional im:im values -> <show/> (digest §5.3).
 _ACTIVITY_SHOW = {"away": "away", "busy": "dnd", "on-the-phone": "dnd", "meeting": "dnd",
                   "vacation": "xa", "holiday": "xa", "permanent-absence": "xa", "sleeping": "xa"}
+#: ``<show/>`` -> (RPID activities, RPID user-input state) of the dm:person hint (digest §5.3).
+SHOW_RPID: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "away": (("away",), None),
+    "xa": (("away",), "idle"),
+    "dnd": (("busy",), None),
+}
 _IM_SHOW = {"away": "away", "busy": "dnd", "dnd": "dnd", "xa": "xa", "chat": "chat",
             "extended-away": "xa", "idle": "away"}
 
@@ -632,10 +643,49 @@ def presence_to_pidf(
         timestamp,
         extensions,
     )
-    document = build_pidf(entity, [item])
+    person = rpid_person(item.id, show, timestamp) if kind == "available" else None
+    document = build_pidf(entity, [item], persons=[person] if person is not None else [])
     # No charset parameter: the document's XML declaration names UTF-8 (RFC 3023 §3.2), and a watcher
     # gets the same Content-Type as for the other networks' presence.
     return entity, resource, Content(MEDIA_PIDF, document.to_bytes())
+
+
+def person_id_for(tuple_id: str) -> str:
+    """The id of the RPID ``dm:person`` hint of the tuple ``tuple_id`` (``p-`` + the tuple id).
+
+    Derived from the tuple id, so that the persons of several resources stay
+    distinct when the presence service composes their documents (RFC 4479 §3.1: one
+    id space per document).
+    """
+    return f"p-{tuple_id}"
+
+
+def rpid_person(tuple_id: str, show: str | None, timestamp: str | None = None) -> Person | None:
+    """The RPID ``dm:person`` hint for an available presence's ``<show/>`` (digest §5.3, RFC 4480).
+
+    ==============  =================================================
+    ``<show/>``     ``<dm:person>``
+    ==============  =================================================
+    (none), chat    none
+    away            ``<rpid:activities><rpid:away/>``
+    xa              ``<rpid:activities><rpid:away/>`` and
+                    ``<rpid:user-input>idle</rpid:user-input>``
+    dnd             ``<rpid:activities><rpid:busy/>``
+    ==============  =================================================
+
+    SIP user agents (baresip among them) read RPID, not the ``jabber:client``
+    ``<show/>`` extension that stays in the tuple status as the first source of
+    truth for XMPP.
+    """
+    if show not in SHOW_RPID:
+        return None
+    activities, user_input = SHOW_RPID[show]
+    return Person(
+        person_id_for(tuple_id),
+        activities=[Activities(values=activities)],
+        user_input=UserInput(state=user_input) if user_input is not None else None,
+        timestamp=timestamp,
+    )
 
 
 def signed_presence(stanza: domish.Element, entity: CPIMURI) -> Content | None:
@@ -712,6 +762,27 @@ def from_resource(stanza: domish.Element, resource: str) -> domish.Element:
 
 
 def _show_for(item: Tuple, document: PresenceDocument) -> str | None:
+    """The ``<show/>`` of a tuple: its ``jabber:client`` show, else a hint (digest §5.3).
+
+    In order, the first that gives a value wins:
+
+    1. ``<show xmlns='jabber:client'/>`` in the tuple status (RFC 7248 §5);
+    2. the provisional RFC 3922 ``<im:im>`` (away, busy/dnd, xa/extended-away,
+       chat, idle -> away);
+    3. the RPID activities of the document's persons (RFC 4480 §3.2), in order:
+
+       ==============================================  ========
+       ``rpid:activities``                             ``<show/>``
+       ==============================================  ========
+       away                                            away (xa when that
+                                                       person's ``rpid:user-input``
+                                                       is idle, as :func:`rpid_person`
+                                                       writes xa)
+       busy, meeting, on-the-phone                     dnd
+       vacation, holiday, permanent-absence, sleeping  xa
+       anything else                                   (none)
+       ==============================================  ========
+    """
     if item.status.xmpp_show in SHOWS:
         return item.status.xmpp_show
     if item.status.im and item.status.im.lower() in _IM_SHOW:
@@ -720,7 +791,10 @@ def _show_for(item: Tuple, document: PresenceDocument) -> str | None:
         for activities in person.activities:
             for value in activities.values:
                 if value in _ACTIVITY_SHOW:
-                    return _ACTIVITY_SHOW[value]
+                    show = _ACTIVITY_SHOW[value]
+                    if show == "away" and person.user_input is not None and person.user_input.state == "idle":
+                        return "xa"
+                    return show
     return None
 
 
