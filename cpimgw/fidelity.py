@@ -492,6 +492,18 @@ _SIP_NATIVE = {"from", "to", "subject", "content-language", "content-type", "dat
                "subscription-state"}
 
 
+def _headers_by_name(parsed: dict[str, Any]) -> tuple[dict[str, list[str]], Callable[[str], str | None]]:
+    """The headers of a parsed SIP or PRIM request by lower-case name, and a first-value lookup."""
+    headers: dict[str, list[str]] = {}
+    for name, value in parsed["headers"]:
+        headers.setdefault(name.lower(), []).append(value)
+
+    def first(name: str) -> str | None:
+        return headers.get(name, [None])[0]
+
+    return headers, first
+
+
 def sip_fields(data: bytes, codec: Any) -> Fields:
     """The fields of one SIP request (RFC 3261, RFC 3428 MESSAGE, RFC 3903 PUBLISH, RFC 6665 NOTIFY)."""
     parsed = codec.parse(data)
@@ -502,12 +514,7 @@ def sip_fields(data: bytes, codec: Any) -> Fields:
         return Fields(values)
     method = parsed["method"]
     values["method"] = method
-    headers: dict[str, list[str]] = {}
-    for name, value in parsed["headers"]:
-        headers.setdefault(name.lower(), []).append(value)
-
-    def first(name: str) -> str | None:
-        return headers.get(name, [None])[0]
+    headers, first = _headers_by_name(parsed)
 
     if method != "NOTIFY":
         _put(values, "request-uri", _sip_uri(parsed.get("uri")))
@@ -602,12 +609,7 @@ def prim_fields(data: bytes, codec: Any) -> Fields:
         return Fields(values)
     method = parsed["method"]
     values["method"] = method
-    headers: dict[str, list[str]] = {}
-    for name, value in parsed["headers"]:
-        headers.setdefault(name.lower(), []).append(value)
-
-    def first(name: str) -> str | None:
-        return headers.get(name, [None])[0]
+    headers, first = _headers_by_name(parsed)
 
     body = parsed["body"].encode("utf-8") if "body" in parsed else base64.b64decode(parsed.get("body_base64", ""))
     scheme = "im:" if method == "SEND" else "pres:"
