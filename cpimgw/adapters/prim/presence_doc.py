@@ -22,24 +22,48 @@ status value -> ``<basic>``; ``detail`` -> extension element
 display names -> ``<prim:display-name>``; date -> ``<timestamp>`` (RFC 3339).
 Unknown elements are ignored, as -01 §15.3 says.  DOCTYPEs and entities are
 refused (no expansion attacks).
+
+The other direction, for -01/-02 user agents (:func:`pidf_to_legacy`), is the
+inverse mapping: each PIDF ``<tuple>`` becomes one ``application/presence``
+part of a ``multipart/mixed`` (even for a single tuple, as -01 §15.6 shows),
+with ``Tuple-ID`` the tuple id with the ``ID-``/``_XX`` escaping undone, one
+``<contact>`` whose status/detail/preference/display-name/note come from
+``<basic>``/``<prim:detail>``/``priority``/``<prim:display-name>``/``<note>``,
+and ``date`` the tuple's ``<timestamp>`` in RFC 1123 form.  The presence-level
+``<prim:display-name>`` goes in the first part's ``<presentity>``, presence
+notes one per part's ``<presentity>``.  What the legacy form cannot hold (and
+is dropped): extension elements other than ``prim:detail``/``prim:display-name``
+(RPID, capabilities, ...), ``xml:lang`` and all but the first note of a tuple,
+presence notes beyond one per tuple, presence notes and display name when the
+document has no tuple beyond the first, ``<basic>`` absent (sent as
+``closed``, the legacy status is mandatory), priority precision
+(preference = round(1/priority - 1), priority 0 -> 2^32-1), timestamps
+below the second and their zone name (RFC 1123 keeps the offset), and a
+tuple id ``ID-x`` that was already an NCName comes back as ``x``.
 """
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import hashlib
 import re
 from typing import Optional
 
 import attrs
 from lxml import etree
+from twisted.logger import Logger
 
 from cpimgw.cpim.errors import LimitExceededError, PresenceDocumentError
+from cpimgw.cpim.signed import is_signed
 from cpimgw.cpim.uri import CPIMURI
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 PRIM_PIDF_NS = "urn:x-cpimgw:params:xml:ns:prim"
 MAX_DOCUMENT = 65536
 MAX_PARTS = 64
+
+_log = Logger()
 
 _NCNAME_START = re.compile(r"^[A-Za-z_]")
 _NOT_NCNAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -285,3 +309,181 @@ def simple_pidf(entity: str, basic: str, *, tuple_id: str = "prim", contact: Opt
     if note:
         etree.SubElement(tup, E + "note").text = note
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+MEDIA_LEGACY = "application/presence"
+MAX_PREFERENCE = 2**32 - 1
+_ESCAPE = re.compile(r"_([0-9A-F]{2})")
+_HEADER_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def tuple_id_from_ncname(ncname: str) -> str:
+    """Undo :func:`ncname_id`: ``ID-`` prefix dropped, ``_XX`` escapes decoded (as UTF-8).
+
+    The result is a PRIM Tuple-ID header value: octets that would break the
+    header (controls, space) are %-escaped (-01 ``escaped``).
+    """
+    text = ncname
+    if text.startswith("ID-") and len(text) > 3:
+        raw = bytearray()
+        position = 3
+        while position < len(text):
+            match = _ESCAPE.match(text, position)
+            if match:
+                raw.append(int(match.group(1), 16))
+                position = match.end()
+            else:
+                raw.extend(text[position].encode("utf-8"))
+                position += 1
+        text = raw.decode("utf-8", "replace")
+    return _HEADER_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode("utf-8")), text)
+
+
+def preference_for_priority(priority: str) -> Optional[int]:
+    """PIDF priority (0..1, higher is better) -> legacy preference (lower is better): round(1/p - 1).
+
+    The inverse of :func:`priority_for_preference`; ``0`` is the worst preference
+    (2^32-1); a value that is not a number in [0, 1] gives ``None`` (omitted).
+    """
+    try:
+        value = float(priority)
+    except ValueError:
+        return None
+    if not 0.0 <= value <= 1.0:
+        return None
+    if value == 0.0:
+        return MAX_PREFERENCE
+    return min(MAX_PREFERENCE, max(0, round(1.0 / value - 1.0)))
+
+
+def rfc3339_to_rfc1123(value: str) -> Optional[str]:
+    """An RFC 3339 ``<timestamp>`` in the RFC 1123 form of the legacy ``date`` attribute (numeric zone)."""
+    text = value.strip().replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return email.utils.format_datetime(when.replace(microsecond=0))
+
+
+def _first_text(element: etree._Element, tag: str) -> Optional[str]:
+    for child in element.iter(tag):
+        text = (child.text or "").strip()
+        if text:
+            return text
+    return None
+
+
+def _direct_texts(element: etree._Element, tag: str) -> list[str]:
+    return [(child.text or "").strip() for child in element if child.tag == tag and (child.text or "").strip()]
+
+
+def _legacy_part(identifier: str, tuple_id: Optional[str], date: Optional[str],
+                 contact: Optional[etree._Element], presentity: tuple[Optional[str], Optional[str]]) -> bytes:
+    root = etree.Element("presence", identifier=identifier)
+    if date:
+        root.set("date", date)
+    display_name, note = presentity
+    if display_name or note:
+        element = etree.SubElement(root, "presentity")
+        if display_name:
+            etree.SubElement(element, "display-name").text = display_name
+        if note:
+            etree.SubElement(element, "note").text = note
+    if contact is not None:
+        root.append(contact)
+    xml = etree.tostring(root, encoding="UTF-8", xml_declaration=False, pretty_print=True)
+    headers = f"Content-Type: {MEDIA_LEGACY}\r\n"
+    if tuple_id:
+        headers += f"Tuple-ID: {tuple_id}\r\n"
+    return headers.encode("utf-8") + b"\r\n" + xml.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def pidf_to_legacy(document: bytes) -> tuple[str, bytes]:
+    """PIDF octets -> the legacy ``multipart/mixed`` of ``application/presence`` parts (-01 §15.6).
+
+    Returns ``(content_type, body)``.  The inverse of :func:`legacy_to_pidf`;
+    what the legacy form cannot hold is listed in the module docstring.
+
+    :raise PresenceDocumentError: not a PIDF document (or a signed one: never
+        converted, the caller sends it as it is).
+    :raise LimitExceededError: more than ``MAX_DOCUMENT`` octets.
+    """
+    if len(document) > MAX_DOCUMENT:
+        raise LimitExceededError("max_size", MAX_DOCUMENT, syntax="pidf")
+    if b"<!DOCTYPE" in document or b"<!ENTITY" in document:
+        raise PresenceDocumentError("a DOCTYPE or ENTITY declaration is not allowed in a presence document")
+    try:
+        root = etree.fromstring(document, _parser())
+    except etree.XMLSyntaxError as error:
+        raise PresenceDocumentError(f"not well-formed XML: {error.msg}", line=error.lineno) from None
+    E = f"{{{PIDF_NS}}}"
+    P = f"{{{PRIM_PIDF_NS}}}"
+    if root.tag != E + "presence":
+        raise PresenceDocumentError(f"the root element is {root.tag!r}, not a PIDF <presence>")
+    identifier = root.get("entity") or ""
+    if not identifier:
+        raise PresenceDocumentError("the PIDF document has no entity")
+    notes = _direct_texts(root, E + "note")
+    names = _direct_texts(root, P + "display-name")
+    parts: list[bytes] = []
+    tuples = [child for child in root if child.tag == E + "tuple"]
+    if len(tuples) > MAX_PARTS:
+        raise LimitExceededError("max_parts", MAX_PARTS, syntax="pidf")
+    for index, tup in enumerate(tuples):
+        contact = etree.Element("contact")
+        address = _first_text(tup, E + "contact")
+        if address:
+            contact.set("address", address)
+        tuple_name = next(iter(_direct_texts(tup, P + "display-name")), None)
+        if tuple_name:
+            etree.SubElement(contact, "display-name").text = tuple_name
+        status = tup.find(E + "status")
+        basic = (status.findtext(E + "basic") or "").strip() if status is not None else ""
+        legacy_status = etree.SubElement(contact, "status", value=basic if basic in ("open", "closed") else "closed")
+        detail = (status.findtext(P + "detail") or "").strip() if status is not None else ""
+        if detail:
+            legacy_status.set("detail", detail)
+        element = tup.find(E + "contact")
+        preference = preference_for_priority(element.get("priority")) if (
+            element is not None and element.get("priority") is not None) else None
+        if preference is not None:
+            etree.SubElement(contact, "preference", value=str(preference))
+        note = next(iter(_direct_texts(tup, E + "note")), None)
+        if note:
+            etree.SubElement(contact, "note").text = note
+        stamp = tup.findtext(E + "timestamp")
+        date = rfc3339_to_rfc1123(stamp) if stamp else None
+        presentity = (names[0] if index == 0 and names else None, notes[index] if index < len(notes) else None)
+        parts.append(_legacy_part(identifier, tuple_id_from_ncname(tup.get("id") or f"t{index}"), date,
+                                  contact, presentity))
+    if not parts:
+        parts.append(_legacy_part(identifier, None, None, None, (names[0] if names else None,
+                                                                 notes[0] if notes else None)))
+    boundary = "prim-" + hashlib.sha256(document).hexdigest()[:24]
+    while any(boundary.encode("ascii") in part for part in parts):
+        boundary += "x"
+    delimiter = b"--" + boundary.encode("ascii")
+    body = b"".join(delimiter + b"\r\n" + part + b"\r\n" for part in parts) + delimiter + b"--\r\n"
+    return f'multipart/mixed; boundary="{boundary}"', body
+
+
+def legacy_content(content_type: str, body: bytes) -> tuple[str, bytes]:
+    """What a -01/-02 user agent receives for a presence body: PIDF converted by
+    :func:`pidf_to_legacy`, anything else (a signed PIDF, a legacy document) as it is.
+
+    A PIDF the conversion refuses is also sent unchanged (and logged): the user
+    agent then gets what a server-00 one would.
+    """
+    media = content_type.split(";")[0].strip().lower()
+    if is_signed(media) or media != "application/pidf+xml" or not body:
+        return content_type, body
+    try:
+        return pidf_to_legacy(body)
+    except (PresenceDocumentError, LimitExceededError) as error:
+        _log.warn("PIDF not converted to the legacy presence document: {error}", error=error)
+        return content_type, body
