@@ -45,6 +45,7 @@ def main(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     settings = PrimSettings.from_mapping({
         "local_domains": ["prim.bench"], "users": {"alice": "a", "bob": "b"},
         "srv_lookup": False, "max_command_size": 65536,
+        "max_request_rate": 0,  # one client sends thousands/s: no per-address limit
     })
     adapter = PrimAdapter(settings, bus, listen_ports={"client": 0})
     bus.register(adapter)

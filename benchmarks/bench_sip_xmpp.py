@@ -354,6 +354,7 @@ def main_harness(args: argparse.Namespace) -> None:
             yield wait_until(lambda: xmpp.connected, 15.0, what="the component handshake")
             sip = SipAdapter(bus, SipSettings.from_mapping({
                 "domains": ["sip.test"], "port": 0, "transports": ["udp", "tcp"], "use_dns": False,
+                "max_request_rate": 0,  # one source sends thousands/s: no per-source limit
             }), reactor=reactor)
             bus.register(sip)
             sip.startService()

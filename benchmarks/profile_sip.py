@@ -102,6 +102,7 @@ def main() -> None:
     attach(bus, sink_adapter)
     adapter = SipAdapter(bus, SipSettings.from_mapping({
         "domains": ["sip.test"], "port": 0, "transports": ["udp"], "use_dns": False,
+        "max_request_rate": 0,  # one source sends thousands/s: no per-source limit
     }), reactor=bus.reactor)
     bus.register(adapter)
     udp = UDPTransport(adapter.stack)
@@ -151,6 +152,7 @@ def outbound(args: argparse.Namespace) -> None:
     attach(bus, xmpp)
     adapter = SipAdapter(bus, SipSettings.from_mapping({
         "domains": ["sip.test"], "port": 0, "transports": ["udp"], "use_dns": False,
+        "max_request_rate": 0,  # one source sends thousands/s: no per-source limit
         "routes": {"sip.test": "sip:127.0.0.1:5070"},
     }), reactor=bus.reactor)
     bus.register(adapter)

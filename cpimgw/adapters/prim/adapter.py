@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from cpimgw.adapters.prim import acl, mapping, sasl, wire
 from cpimgw.adapters.prim import state as pstate
-from cpimgw.adapters.prim.presence_doc import PIDF_NS
+from cpimgw.adapters.prim.presence_doc import PIDF_NS, legacy_content
 from cpimgw.adapters.prim.protocol import PrimConnectionLost, PrimProtocol, PrimTimeout
 from cpimgw.adapters.prim.server import STRENGTHS, Session, login_to_peer
 from cpimgw.cpim.errors import ConfigError
@@ -64,6 +64,7 @@ from cpimgw.cpim.operations import (
 from cpimgw.cpim.signed import inner_pidf, is_signed
 from cpimgw.cpim.uri import CPIMURI, pres_uri
 from cpimgw.interfaces import IAdapter, IMessaging, IPresence
+from cpimgw.limits import RequestRateGuard
 
 log = Logger()
 
@@ -90,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
     "max_pending": 256,
     "max_connections_per_ip": 64,
     "idle_timeout": 1800,
+    "max_request_rate": 200,
+    "request_burst": 400,
     "srv_lookup": True,
     "server_addresses": [],
     "outbound_address": "",
@@ -148,6 +151,8 @@ class PrimSettings:
     astrength_by_origin: Mapping[str, str]
     users: Mapping[str, str]
     peers: Mapping[str, PeerSettings]
+    max_request_rate: float = 200.0
+    request_burst: float = 400.0
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> "PrimSettings":
@@ -170,6 +175,9 @@ class PrimSettings:
                      "must be a positive integer")
         _require(isinstance(merged["max_connections_per_ip"], int) and not isinstance(merged["max_connections_per_ip"], bool)
                  and merged["max_connections_per_ip"] >= 0, "max_connections_per_ip", "must be an integer >= 0 (0: no limit)")
+        for key in ("max_request_rate", "request_burst"):
+            _require(isinstance(merged[key], (int, float)) and not isinstance(merged[key], bool)
+                     and 0 <= merged[key] <= 1_000_000, key, "must be a number from 0 to 1000000 (0: no limit)")
         origins = merged["astrength_by_origin"]
         _require(isinstance(origins, Mapping) and all(v in STRENGTHS for v in origins.values()), "astrength_by_origin",
                  f"must be a table of adapter name = one of {', '.join(STRENGTHS)}")
@@ -216,6 +224,8 @@ class PrimSettings:
             max_pending=merged["max_pending"],
             max_connections_per_ip=merged["max_connections_per_ip"],
             idle_timeout=float(merged["idle_timeout"]),
+            max_request_rate=float(merged["max_request_rate"]),
+            request_burst=float(merged["request_burst"]),
             srv_lookup=bool(merged["srv_lookup"]),
             server_addresses=tuple(merged["server_addresses"]),
             outbound_address=str(merged["outbound_address"]),
@@ -311,6 +321,8 @@ class PrimAdapter(Service):
         self.domains = tuple(dict.fromkeys(settings.local_domains + tuple(settings.peers)))
         self.host_name = settings.local_domains[0] if settings.local_domains else socket.gethostname()
         self.counters: collections.Counter[str] = collections.Counter()
+        #: requests per second per peer IP, shared by every connection (500 over it; 0 = off).
+        self.rate_guard = RequestRateGuard(settings.max_request_rate, settings.request_burst, self.reactor)
         self.sessions: set[Session] = set()
         self._ua_sessions: dict[tuple[str, str], list[Session]] = {}
         self._tuples: dict[tuple[str, str], dict[str, TupleState]] = {}
@@ -484,7 +496,7 @@ class PrimAdapter(Service):
             session, self.reactor, request_timeout=self.settings.request_timeout,
             max_line=self.settings.max_line, max_headers=self.settings.max_headers,
             max_body=self.settings.max_command_size, max_pending=self.settings.max_pending,
-            idle_timeout=self.settings.idle_timeout,
+            idle_timeout=self.settings.idle_timeout, rate_guard=self.rate_guard, stats=self.counters,
         )
         self.sessions.add(session)
         return protocol
@@ -769,8 +781,10 @@ class PrimAdapter(Service):
                 self._absorb.pop(op.subscript_id, None)
                 reply = answer(response)
                 if isinstance(presence, Content) and presence.body:
+                    # -01 §15: the legacy user agent gets the application/presence form
+                    content_type, body = legacy_content(presence.content_type, presence.body)
                     return wire.response_to(request, reply.code, list(reply.headers) + [
-                        ("Content-Type", presence.content_type)], presence.body)
+                        ("MIME-Version", "1.0"), ("Content-Type", content_type)], body)
                 return reply
 
             return absorbed.addBoth(with_presence)
@@ -1131,9 +1145,14 @@ class PrimAdapter(Service):
             sends = []
             for session in sessions:
                 legacy = (session.service_version or "").split("/")[0] in ("PP", "PRIM-PR")
-                if body:
-                    sends.append(session.protocol.send_request("NOTIFY", headers if not legacy else
-                                                               [h for h in headers if h[0] != "Duration"], body))
+                if body and legacy:
+                    # -01 §15: PIDF becomes the application/presence form (a signed one goes as is)
+                    content_type, legacy_body = legacy_content(op.presence.content_type, body)
+                    legacy_headers = [h for h in headers if h[0] not in ("Duration", "Content-Type")]
+                    sends.append(session.protocol.send_request("NOTIFY", legacy_headers + [
+                        ("MIME-Version", "1.0"), ("Content-Type", content_type)], legacy_body))
+                elif body:
+                    sends.append(session.protocol.send_request("NOTIFY", headers, body))
                 if terminated and legacy:
                     session.protocol.send_request("CANCELSUBSCRIPTION", [("From", str(op.target.as_pres())),
                                                                           ("To", str(op.watcher.as_pres()))],

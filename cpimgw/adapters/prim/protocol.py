@@ -10,13 +10,21 @@ is never answered (§4.2).  Malformed commands that are still framed get ``400``
 on; when framing is lost the protocol answers ``400`` if it can and closes
 (§4.1).  At most ``max_pending`` inbound requests are worked on at once (more get
 ``500``), and a connection with nothing received for ``idle_timeout`` seconds and
-nothing pending is sent a ``LOGOUT`` and closed.  Requests still outstanding when the connection closes fail with
+nothing pending is sent a ``LOGOUT`` and closed.  With a shared
+:class:`~cpimgw.limits.RequestRateGuard` (the adapter's ``max_request_rate`` per
+peer IP), a request over the rate is answered ``500`` with the reason phrase
+``Internal Server Error (request rate exceeded, retry in N s)`` -- the PRIM
+table (protocols.md §2.7) has no "service unavailable": 503 means version not
+supported and 505 too many subscriptions, so the generic temporary server
+error 500 is the one code every PRIM peer retries later -- counted
+(``rate_limited``) and logged once per peer per interval.  Requests still outstanding when the connection closes fail with
 :class:`PrimConnectionLost` ("unprocessed, safe to retry", §4.1).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Iterable, Optional, Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -27,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cpimgw.adapters.prim import wire
+from cpimgw.limits import RequestRateGuard
 from cpimgw.adapters.prim.wire import PrimError, PrimLimitError, Request, Response
 
 log = Logger()
@@ -74,6 +83,8 @@ class PrimProtocol(Protocol):
         max_body: int = wire.MAX_BODY,
         max_pending: int = 256,
         idle_timeout: float = 0,
+        rate_guard: RequestRateGuard | None = None,
+        stats: Any = None,
     ) -> None:
         self.handler = handler
         self.clock = clock
@@ -94,6 +105,10 @@ class PrimProtocol(Protocol):
         #: seconds without a received byte after which an idle connection is closed (0: never).
         self.idle_timeout = idle_timeout
         self._idle_timer: Any = None
+        #: request-rate limit per peer IP shared by the adapter's connections (``None``: none).
+        self.rate_guard = rate_guard
+        #: a ``Counter`` shared with the adapter (``rate_limited`` is added there too), or ``None``.
+        self.stats = stats
 
     # -- Twisted
 
@@ -273,7 +288,33 @@ class PrimProtocol(Protocol):
             timer.cancel()
         deferred.callback(response)
 
+    def _peer_host(self) -> str:
+        try:
+            return str(self.transport.getPeer().host).lower()
+        except Exception:  # noqa: BLE001 - a transport without an IP peer
+            return "?"
+
+    def _over_rate(self, request: Request) -> bool:
+        """Account ``request`` against the peer's rate; answer it 500 and return ``True`` when over."""
+        if self.rate_guard is None or not self.rate_guard.enabled:
+            return False
+        host = self._peer_host()
+        allowed, wait, should_log = self.rate_guard.check(host)
+        if allowed:
+            return False
+        self.counters["rate_limited"] = self.counters.get("rate_limited", 0) + 1
+        if self.stats is not None:
+            self.stats["rate_limited"] += 1
+        if should_log:
+            log.warn("PRIM peer {host} is over max_request_rate ({rate:g}/s); answering 500 (logged once per "
+                     "{interval:g} s)", host=host, rate=self.rate_guard.rate, interval=self.rate_guard.log_interval)
+        seconds = max(1, math.ceil(wait))
+        self.respond(request, 500, phrase=f"Internal Server Error (request rate exceeded, retry in {seconds} s)")
+        return True
+
     def _request_received(self, request: Request) -> None:
+        if self._over_rate(request):
+            return
         if self.handler is None:
             self.respond(request, 501)
             return

@@ -137,6 +137,8 @@ def defaults() -> dict[str, Any]:
         "max_connections_per_host": 64,
         "notify_min_interval": 5.0,
         "udp_receive_buffer": 1048576,
+        "max_request_rate": 200,
+        "request_burst": 400,
     }
 
 
@@ -175,6 +177,8 @@ class SipSettings:
     max_connections_per_host: int = 64
     notify_min_interval: float = 5.0
     udp_receive_buffer: int = 1048576
+    max_request_rate: float = 200.0
+    request_burst: float = 400.0
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> "SipSettings":
@@ -222,6 +226,12 @@ class SipSettings:
                 raise ConfigError(f"must be a number of seconds from 0 to {high:g}", key=f"adapters.sip.{key}")
             return float(value)
 
+        def rate(key: str) -> float:
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1_000_000:
+                raise ConfigError("must be a number from 0 to 1000000", key=f"adapters.sip.{key}")
+            return float(value)
+
         if merged["auth_domains"] and not (merged["auth_realm"] and merged["auth_users"]):
             raise ConfigError("auth_domains needs auth_realm and auth_users", key="adapters.sip.auth_domains")
         return cls(
@@ -256,6 +266,8 @@ class SipSettings:
             max_connections_per_host=integer("max_connections_per_host", 0, 1_000_000),
             notify_min_interval=seconds("notify_min_interval", 3600),
             udp_receive_buffer=integer("udp_receive_buffer", 0, 2**30),
+            max_request_rate=rate("max_request_rate"),
+            request_burst=rate("request_burst"),
         )
 
 
@@ -318,6 +330,7 @@ class SipAdapter(Service):
             tls_client_options=tls_options, idle_timeout=settings.idle_timeout,
             max_connections=settings.max_connections,
             max_connections_per_host=settings.max_connections_per_host,
+            max_request_rate=settings.max_request_rate, request_burst=settings.request_burst,
         )
         self.resolver = SipResolver(
             outbound_proxy=settings.outbound_proxy, routes=settings.routes,

@@ -14,6 +14,15 @@ it sends requests with :meth:`SipStack.send_request` (``Deferred[Response]``,
 a 408 on timeout, a 503 on a transport failure -- a refused connection, a
 failed TLS handshake, a stream lost before the answer, a connection cap).
 
+Request rate per source IP (``max_request_rate`` per second, ``request_burst``
+at once; 0 = off): a new request over it -- not a retransmission absorbed by
+its server transaction, not a response, not an ACK -- is answered ``503
+Service Unavailable`` with ``Retry-After`` (RFC 3261 §21.5.4, §20.33) through
+its own server transaction (so its retransmissions get the same 503 and are
+not counted again), counted as ``rate_limited`` and logged at most once per
+source per ``RATE_LOG_INTERVAL`` seconds.  Buckets live in a bounded
+:class:`~cpimgw.limits.KeyedRateLimiter`.
+
 Streams: idle timeout and connection caps (``idle_timeout``,
 ``max_connections``, ``max_connections_per_host``, see
 :mod:`.transport`).  UDP: datagrams are read up to ``max_size`` octets
@@ -23,6 +32,7 @@ and branches come from :func:`~.wire.random_hex` (pooled ``os.urandom``).
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any, Callable, Protocol as TypingProtocol
 
@@ -32,6 +42,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cpimgw.cpim.errors import ParseError
+from cpimgw.limits import RequestRateGuard
 from cpimgw.adapters.sip.transaction import (
     MAGIC_COOKIE,
     T1,
@@ -66,6 +77,10 @@ REASONS = {
     483: "Too Many Hops", 501: "Not Implemented", 505: "Version Not Supported",
     513: "Message Too Large", 416: "Unsupported URI Scheme", 420: "Bad Extension",
 }
+#: A source over its request rate is logged at most once in this many seconds.
+RATE_LOG_INTERVAL = 10.0
+#: Most source addresses whose request rate is tracked at once (least recently used forgotten).
+RATE_MAX_SOURCES = 10000
 SUPPORTED_SCHEMES = ("sip", "sips", "im", "pres")
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 
@@ -99,6 +114,8 @@ class SipStack:
         idle_timeout: float | None = 180.0,
         max_connections: int = 1024,
         max_connections_per_host: int = 64,
+        max_request_rate: float = 0.0,
+        request_burst: float | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = reactor
@@ -123,6 +140,8 @@ class SipStack:
         self.counters: dict[str, int] = {}
         self.listening: list[Any] = []
         self.stopped = False
+        self.rate_guard = RequestRateGuard(max_request_rate, request_burst or 0.0, self.clock,
+                                           max_keys=RATE_MAX_SOURCES, log_interval=RATE_LOG_INTERVAL)
 
     # ------------------------------------------------------------ listening
 
@@ -289,6 +308,10 @@ class SipStack:
             t4=self.t4,
         )
         self.table.add_server(transaction)
+        allowed, wait, should_log = self.rate_guard.check(source.host.lower())
+        if not allowed:
+            self._rate_limited(request, transaction, source, wait, should_log)
+            return
         rejection = self.precheck(request)
         if rejection is not None:
             transaction.respond(rejection)
@@ -305,6 +328,20 @@ class SipStack:
             log.failure("SIP core failed on {method}", method=request.method)
             if not transaction.responded:
                 transaction.respond(make_response(request, 500, "Server Internal Error", to_tag=random_hex(4)))
+
+    def _rate_limited(self, request: Request, transaction: ServerTransaction, source: Source, wait: float,
+                      should_log: bool) -> None:
+        """Answer a request over its source's rate: 503 with Retry-After (RFC 3261 §21.5.4)."""
+        self.count("rate_limited")
+        if should_log:
+            log.warn("SIP: {peer} is over max_request_rate ({rate:g}/s); answering 503 (logged once per "
+                     "{interval:g} s)", peer=source.host, rate=self.rate_guard.rate, interval=RATE_LOG_INTERVAL)
+        try:
+            transaction.respond(make_response(request, 503, "Service Unavailable (request rate)",
+                                              to_tag=random_hex(4),
+                                              headers=(("Retry-After", str(max(1, math.ceil(wait)))),)))
+        except Exception as error:  # a bad peer address must not stop the transport
+            log.info("SIP: could not send 503 to {peer}: {error}", peer=source.key, error=error)
 
     def precheck(self, request: Request) -> Response | None:
         """RFC 3261 §8.2.1-§8.2.2 and §16.3 checks common to every request; ``None`` to go on."""

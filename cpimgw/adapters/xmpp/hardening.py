@@ -39,6 +39,8 @@ from twisted.words.protocols.jabber import xmlstream as jabber_xmlstream
 from twisted.words.xish import domish
 from twisted.words.xish.xmlstream import STREAM_ERROR_EVENT
 
+from cpimgw.limits import TokenBucket  # re-exported: the bucket moved to the core
+
 log = Logger()
 
 #: Octets handed to expat at a time; the size cap is checked after each slice.
@@ -163,25 +165,6 @@ class HardenedElementStream(domish.ExpatElementStream):
     def _onCdata(self, data: str) -> None:  # noqa: N802 - Twisted's name
         if self.currElem is not None:
             self._text.append(data)
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved; time from ``clock``."""
-
-    def __init__(self, rate: float, burst: float, clock: IReactorTime) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self.tokens = burst
-        self.stamp = clock.seconds()
-
-    def take(self, amount: float) -> float:
-        """Spend ``amount`` tokens; return how many seconds to wait before reading more (0 if none)."""
-        now = self.clock.seconds()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= amount
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 class StreamStats:

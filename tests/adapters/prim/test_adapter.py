@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from cpimgw.adapters.prim import sasl, wire
+from cpimgw.adapters.prim import presence_doc, sasl, wire
 from cpimgw.adapters.prim.adapter import PrimAdapter, PrimSettings, compose_tuples
 from cpimgw.adapters.prim.presence_doc import simple_pidf
 from cpimgw.adapters.prim.server import Session
@@ -522,8 +522,11 @@ class SecondPassTests(PrimFixture, TestCase):
                                                           ("To", "pres:romeo@alpha.example")), b"", "PP/1.0").to_bytes())
         settle(self.bus)
         (answer,) = conn.read()  # -01 §11.1.3: 200 with the presence, and no NOTIFY after it
-        self.assertEqual((answer.request_id, answer.code, answer.header("Content-Type"), answer.body),
-                         ("3", 200, "application/pidf+xml", pidf))
+        # -01 §15: in the legacy application/presence form, not PIDF
+        self.assertEqual((answer.request_id, answer.code, answer.header("MIME-Version")), ("3", 200, "1.0"))
+        self.assertEqual(presence_doc.parse_legacy(answer.header("Content-Type"), answer.body), [
+            presence_doc.LegacyTuple("prim", "pres:romeo@alpha.example", None,
+                                     (presence_doc.LegacyContact(None, "open"),))])
         self.assertEqual(self.adapter._absorb, {})
 
     def test_legacy_subscribe_answers_with_the_presence_then_notifies(self) -> None:
@@ -535,12 +538,45 @@ class SecondPassTests(PrimFixture, TestCase):
             ("Subscription-ID", "s9")), b"", "PP/1.0").to_bytes())
         settle(self.bus)
         (answer,) = conn.read()
-        self.assertEqual((answer.code, answer.body, answer.header("Subscription-ID")), (200, pidf, "s9"))
-        closed = simple_pidf("pres:romeo@alpha.example", "closed")
+        self.assertEqual((answer.code, answer.header("Subscription-ID")), (200, "s9"))
+        self.assertEqual((answer.header("Content-Type"), answer.body), presence_doc.pidf_to_legacy(pidf))
+        closed = simple_pidf("pres:romeo@alpha.example", "closed", contact="im:romeo@alpha.example",
+                             note="asleep")
         self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", closed)))
         settle(self.bus)
         (notify,) = conn.read()
-        self.assertEqual((notify.method, notify.body, notify.version), ("NOTIFY", closed, "PP/1.0"))
+        self.assertEqual((notify.method, notify.version, notify.header("Duration")), ("NOTIFY", "PP/1.0", None))
+        self.assertTrue(notify.header("Content-Type").startswith("multipart/mixed; boundary="))
+        self.assertEqual(presence_doc.parse_legacy(notify.header("Content-Type"), notify.body), [
+            presence_doc.LegacyTuple("prim", "pres:romeo@alpha.example", None, (
+                presence_doc.LegacyContact("im:romeo@alpha.example", "closed", note="asleep"),))])
+
+    def test_legacy_user_agent_gets_a_signed_pidf_as_is(self) -> None:
+        """RFC 3863 §4: a signature covers the PIDF octets, so a signed document is never converted."""
+        pidf = simple_pidf("pres:romeo@alpha.example", "open")
+        body = (b"--s1\r\nContent-Type: application/pidf+xml\r\n\r\n" + pidf + b"\r\n--s1\r\n"
+                b"Content-Type: application/pkcs7-signature\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQE=\r\n--s1--\r\n")
+        signed = Content("multipart/signed", body, (("protocol", '"application/pkcs7-signature"'),
+                                                    ("boundary", '"s1"')))
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), signed))
+        conn = self.legacy_login()
+        conn.protocol.dataReceived(Request("FETCH", "3", (("From", "pres:alice@prim.example"),
+                                                          ("To", "pres:romeo@alpha.example")), b"", "PP/1.0").to_bytes())
+        settle(self.bus)
+        (answer,) = conn.read()
+        self.assertEqual((answer.code, answer.header("Content-Type"), answer.body),
+                         (200, signed.content_type, body))
+
+    def test_server_00_user_agent_still_gets_pidf(self) -> None:
+        pidf = simple_pidf("pres:romeo@alpha.example", "open")
+        self.alpha.inject(Publish(pres_uri("romeo", "alpha.example"), Content("application/pidf+xml", pidf)))
+        conn = self.login()
+        conn.send("SUBSCRIBE", [("From", "pres:alice@prim.example"), ("To", "pres:romeo@alpha.example"),
+                                ("Duration", "600"), ("Subscription-ID", "s3")])
+        settle(self.bus)
+        (notify,) = [r for r in conn.read() if isinstance(r, Request)]
+        self.assertEqual((notify.method, notify.version, notify.header("Content-Type"), notify.body),
+                         ("NOTIFY", "PRIM/1.0", "application/pidf+xml", pidf))
 
     def test_server_00_fetch_still_notifies(self) -> None:
         conn = self.login()
