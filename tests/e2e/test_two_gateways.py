@@ -30,11 +30,8 @@ from twisted.internet.task import deferLater
 
 from cpimgw.adapters.prim.client import PrimClient
 from tests.e2e import sip_users
-from tests.e2e.peers import (
-    Kamailio, Prosody, free_port, free_udp_port, gateway_config, sip_body, sip_header, traced_requests, wait_until,
-    xmpp_jid_of,
-)
-from tests.e2e.world import WAIT, XMPP_USERS, ThreeNetworksTestCase
+from tests.e2e.peers import gateway_config, sip_body, sip_header, traced_requests, wait_until, xmpp_jid_of
+from tests.e2e.world import WAIT, ThreeNetworksTestCase
 
 SECRET = "a-b-shared-secret"
 #: After the first copy arrived, how long a second one is waited for (a bounded wait, then the count).
@@ -52,26 +49,8 @@ class TwoGatewaysTestCase(ThreeNetworksTestCase):
 
     @inlineCallbacks
     def setUp(self):  # type: ignore[no-untyped-def]
-        import itertools
-
-        from tests.interop import require_program
-
-        require_program("sipp")
-        self.dir = os.path.abspath(self.mktemp())
-        os.makedirs(self.dir)
-        self._runs = itertools.count(1)
-        self.prosody = Prosody()
-        for user, password in XMPP_USERS.items():
-            self.prosody.register(user, password)
-        yield self.prosody.start()
-        self.addCleanup(self.prosody.stop)
-        kamailio_dir = os.path.join(self.dir, "kamailio")
-        os.makedirs(kamailio_dir)
-        self.kamailio = Kamailio(kamailio_dir)
-        self.addCleanup(self.kamailio.stop)
-        yield self.kamailio.started()
-        a = {"sip_port": free_udp_port(), "prim_s2s_port": free_port(), "prim_c2s_port": free_port()}
-        b = {"sip_port": free_udp_port(), "prim_s2s_port": free_port(), "prim_c2s_port": free_port()}
+        yield self.start_peers()
+        a, b = self.gateway_ports(), self.gateway_ports()
         common = {"xmpp_component_port": self.prosody.component_port, "kamailio_port": self.kamailio.port}
         config_a = gateway_config(name="gateway-a", **common, **a, extra=[
             ("[adapters.sip]\n", "[adapters.sip]\nenabled = false\n"),

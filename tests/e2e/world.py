@@ -57,6 +57,14 @@ class ThreeNetworksTestCase(TestCase):
 
     @inlineCallbacks
     def setUp(self):  # type: ignore[no-untyped-def]
+        yield self.start_peers()
+        self.gateway = yield self.start_gateway("gw")
+        self.alice = yield self.xmpp_user("alice")
+        self.carol = yield self.prim_user("carol")
+
+    @inlineCallbacks
+    def start_peers(self):  # type: ignore[no-untyped-def]
+        """The work directory, Prosody with the XMPP users, and Kamailio; each stopped in cleanup."""
         require_program("sipp")
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
@@ -71,9 +79,6 @@ class ThreeNetworksTestCase(TestCase):
         self.kamailio = Kamailio(kamailio_dir)
         self.addCleanup(self.kamailio.stop)
         yield self.kamailio.started()
-        self.gateway = yield self.start_gateway("gw")
-        self.alice = yield self.xmpp_user("alice")
-        self.carol = yield self.prim_user("carol")
 
     def gateway_ports(self) -> dict[str, int]:
         return {"sip_port": free_udp_port(), "prim_s2s_port": free_port(), "prim_c2s_port": free_port()}
