@@ -190,7 +190,14 @@ class BotProtocol(irc.IRCClient):
         self.caps: set[str] = set()
         self._cap_done = False
         self.sendLine("CAP LS 302")
+        self.performLogin = 0
         super().connectionMade()
+        self.register(self.nickname, hostname="0", servername="*")  # RFC 2812 §3.1.3: USER user mode unused :name
+
+    def _createHeartbeat(self) -> LoopingCall:  # noqa: N802 (Twisted name)
+        heartbeat = LoopingCall(self._sendHeartbeat)
+        heartbeat.clock = self.adapter.reactor
+        return heartbeat
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 (Twisted name)
         super().connectionLost(reason)
@@ -326,7 +333,6 @@ class IRCAdapter(MultiService):
                                      retryPolicy=backoffPolicy(self.settings.initial_delay, self.settings.max_delay))
         self._client.setServiceParent(self)
         super().startService()
-        self._poll.start(self.settings.poll_interval, now=False)
         log.info("IRC adapter {name}: {domain} through {host}:{port} ({tls})", name=self.name,
                  domain=self.settings.domain, host=self.settings.host, port=self.settings.port,
                  tls="TLS, certificate verified" if self.settings.tls else "plain TCP")
@@ -356,7 +362,9 @@ class IRCAdapter(MultiService):
             protocol.join(channel)
         if self.watched and self.monitor_supported:
             protocol.sendLine("MONITOR + " + ",".join(sorted(self.watched)))
-        self.poll()
+        if self._poll.running:
+            self._poll.stop()
+        self._poll.start(self.settings.poll_interval, now=True)
         if not self.ready.called:
             self.ready.callback(protocol)
 
@@ -364,6 +372,8 @@ class IRCAdapter(MultiService):
         if self.protocol is protocol:
             self.protocol = None
             self.ready = defer.Deferred()
+            if self._poll.running:
+                self._poll.stop()
         for token, pending in list(self._pending.items()):
             del self._pending[token]
             if not pending.deferred.called:
@@ -507,6 +517,7 @@ class IRCAdapter(MultiService):
             return defer.succeed(failure(message, Condition.SERVICE_UNAVAILABLE,
                                          f"not connected to the IRC network {self.settings.domain}"))
         nick = self.network.nick_of(message.destination)
+        self._remember_peer(self.network.lower(nick), message.source)
         lines = mapping.lines_for_message(message, self.network,
                                           prefix_length=mapping.own_prefix_length(self.network, self.settings.username))
         if len(lines) > self.settings.max_parts:

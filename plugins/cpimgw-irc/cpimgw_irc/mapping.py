@@ -8,8 +8,9 @@ Addresses
     An IRC user is ``im:NICK@DOMAIN`` / ``pres:NICK@DOMAIN`` where DOMAIN is
     the IRC network's domain in the gateway's configuration and NICK is the
     nickname in lower case under the network's case mapping (RFC 2812
-    §2.2, ISUPPORT ``CASEMAPPING``), %-escaped where the URI needs it
-    (``[`` ``]`` ``\\`` ``^`` ``{`` ``|`` ``}`` ``````, RFC 3860 §3).
+    §2.2, ISUPPORT ``CASEMAPPING``); under ``rfc1459`` the specials lower to
+    ``{`` ``|`` ``}`` ``^``, which the local part holds as they are (RFC 2822
+    ``atext``, RFC 3860 §3), else they are %-escaped.
     A nickname is unique on the whole network (RFC 2812 §1.2.1), so a
     channel member has the same address as anywhere else: channel
     membership is not part of it.  After ``NICK`` the user is reached at the
