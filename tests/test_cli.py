@@ -108,10 +108,10 @@ class CLITests(TestCase):
         self.assertEqual(self.run_cli("parse", "cpim", missing)[2], f"cpimgw: {missing}: is a directory\n")
 
     def test_unknown_format(self) -> None:
-        code, out, err, _ = self.run_cli("parse", "irc", self.write(CPIM))
+        code, out, err, _ = self.run_cli("parse", "no-such-format", self.write(CPIM))
         self.assertEqual(code, 2)
         self.assert_one_line_error(err)
-        self.assertTrue(err.startswith("cpimgw: unknown format 'irc' (known formats: "), err)
+        self.assertTrue(err.startswith("cpimgw: unknown format 'no-such-format' (known formats: "), err)
         self.assertIn("cpim", err)
         self.assertIn("pidf", err)
 
