@@ -59,7 +59,7 @@ from cpimgw.cpim.errors import ConfigError
 from cpimgw.cpim.operations import (
     Condition, Message, Notify, Response, Subscribe, SubscriptionState, Status, failure, indeterminant, success,
 )
-from cpimgw.cpim.uri import CPIMURI, PRES
+from cpimgw.cpim.uri import CPIMURI, PRES, parse_uri
 from cpimgw.interfaces import IAdapter, IMessaging, IPresence
 from cpimgw_irc import mapping, wire
 
@@ -251,6 +251,10 @@ class BotProtocol(irc.IRCClient):
     def signedOn(self) -> None:  # noqa: N802 (Twisted name)
         self.adapter.signed_on(self)
 
+    def send(self, line: wire.IRCLine) -> None:
+        """Write one line as it is (``IRCClient.sendLine`` would apply CTCP low-level quoting to the text)."""
+        self.transport.write(line.to_bytes())
+
     def privmsg(self, user: str, channel: str, message: str) -> None:
         """Channel chatter the bot sees in its channels is not bridged (RFC 3860 has no groups)."""
 
@@ -333,6 +337,11 @@ class IRCAdapter(MultiService):
                                      retryPolicy=backoffPolicy(self.settings.initial_delay, self.settings.max_delay))
         self._client.setServiceParent(self)
         super().startService()
+        store = getattr(self.bus, "store", None)
+        if store is not None and hasattr(store, "get_values"):
+            loaded = store.get_values("irc.reply")
+            loaded.addCallback(self._load_peers)
+            loaded.addErrback(lambda reason: log.failure("IRC: could not read the reply addresses", reason))
         log.info("IRC adapter {name}: {domain} through {host}:{port} ({tls})", name=self.name,
                  domain=self.settings.domain, host=self.settings.host, port=self.settings.port,
                  tls="TLS, certificate verified" if self.settings.tls else "plain TCP")
@@ -349,6 +358,13 @@ class IRCAdapter(MultiService):
             if not pending.deferred.called:
                 pending.deferred.callback(None)
         return defer.maybeDeferred(super().stopService)
+
+    def _load_peers(self, values: Mapping[str, bytes]) -> None:
+        for key, value in values.items():
+            try:
+                self.last_peer.setdefault(key, parse_uri(value.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError):
+                log.warn("IRC: unreadable reply address of {nick} in the store", nick=key)
 
     def signed_on(self, protocol: BotProtocol) -> None:
         self.protocol = protocol
@@ -420,7 +436,7 @@ class IRCAdapter(MultiService):
     def on_private(self, protocol: BotProtocol, line: wire.IRCLine) -> None:
         nick = line.nick or ""
         key = self.network.lower(nick)
-        text = wire.ctcp_parse(line.params[-1]) and line.params[-1] or line.params[-1]
+        text = line.params[-1]
         if line.command == "PRIVMSG" and text.startswith("!"):
             self._bot_command(protocol, nick, text)
             return
@@ -529,7 +545,7 @@ class IRCAdapter(MultiService):
             log.info("IRC: the message to {nick} is split into {parts} IRC messages (RFC 2812 §2.3: {limit} octets "
                      "a line, one line per line of text)", nick=nick, parts=len(lines), limit=wire.MAX_LINE)
         for line in lines:
-            protocol.sendLine(line.to_text())
+            protocol.send(line)
         token = f"cpimgw-{next(self._tokens)}"
         deferred: defer.Deferred = defer.Deferred()
         self._pending[token] = _Pending(self.network.lower(nick), deferred, len(lines))

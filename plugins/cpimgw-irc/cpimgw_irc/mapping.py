@@ -362,6 +362,8 @@ def lines_for_message(
     several lines (RFC 2812 §2.3).
     """
     out = outgoing(message)
+    if "\x00" in out.text:
+        raise IRCMappingError("IRC cannot carry NUL in a message (RFC 2812 §2.3.1)")
     action = out.text.startswith("/me ")
     text = out.formatted if out.formatted is not None else out.text
     if action and out.formatted is None:

@@ -142,6 +142,23 @@ class MessageTests(BotFixture, TestCase):
         stored = self.successResultOf(self.store.get_value("irc.reply", "dan"))
         self.assertEqual(stored, b"im:alice@alpha.example")
 
+    def test_reply_addresses_survive_a_restart(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        self.adapter.deliver(cpim_message("hi dan"))
+        again = IRCAdapter("irc2", self.bus, IRCSettings.from_mapping({"domain": "irc.test"}),
+                           endpoint=TCP4ClientEndpoint(self.reactor, "127.0.0.1", 6697))
+        again.startService()
+        self.addCleanup(again.stopService)
+        self.assertEqual(again.last_peer, {"dan": ALICE})
+        [(host, port, *_)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("127.0.0.1", 6697))
+
+    def test_nul_is_refused(self) -> None:
+        response = self.successResultOf(self.adapter.deliver(cpim_message("a\x00b")))
+        self.assertEqual(response.condition, Condition.BAD_REQUEST)
+        self.assertEqual(self.sent(), [])
+
     def test_refusal_is_told_back_in_a_notice(self) -> None:
         self.alpha.reply = lambda op: __import__("cpimgw.cpim.operations", fromlist=["failure"]).failure(
             op, Condition.UNAVAILABLE, "alice is offline")
