@@ -7,7 +7,10 @@ Connection (RFC 2812 §3.1, IRCv3 capability negotiation 3.2)
     or ``tls_hostname``).  Plain TCP only with ``tls = false``, and then no
     server password unless the server is on loopback.  ``CAP LS 302`` is
     sent before ``NICK``/``USER``; of what the server offers the bot asks
-    for ``message-tags``, ``server-time`` and ``away-notify``.  A nick in use
+    for ``message-tags``, ``server-time`` and ``away-notify``.  A plain
+    connection whose server offers an IRCv3 ``sts`` policy (``port=P``) is
+    dropped for TLS to that port, and the policy kept in the store (scope
+    ``irc.sts``) for later starts.  A nick in use
     gets ``_`` appended (RFC 2812 §3.1.2, 433).  Lost connections are retried
     with a growing delay (``initial_delay`` .. ``max_delay``).
 
@@ -222,10 +225,14 @@ class BotProtocol(irc.IRCClient):
             return
         sub = params[1].upper()
         if sub == "LS":
-            offered = {item.split("=", 1)[0] for item in params[-1].split()}
-            self.offered = getattr(self, "offered", set()) | offered
+            values = dict(item.partition("=")[::2] for item in params[-1].split())
+            self.offered = getattr(self, "offered", set()) | set(values)
+            if "sts" in values:
+                self.sts = values["sts"]
             if params[2] == "*":  # more LS lines follow (CAP 302 multiline)
                 return
+            if getattr(self, "sts", None) is not None and self.adapter.strict_transport(self, self.sts):
+                return  # IRCv3 sts: this plain connection is dropped for a TLS one
             wanted = [cap for cap in WANTED_CAPS if cap in self.offered]
             if wanted:
                 self.sendLine("CAP REQ :" + " ".join(wanted))
@@ -311,6 +318,8 @@ class IRCAdapter(MultiService):
         self._poll = LoopingCall(self.poll)
         self._poll.clock = self.reactor
         self._client: ClientService | None = None
+        #: The TLS port an IRCv3 sts policy (or a stored one) upgrades a plain connection to.
+        self.sts_port: int | None = None
 
     def __repr__(self) -> str:
         return f"<IRCAdapter {self.name} {self.settings.host}:{self.settings.port} {self.settings.domain}>"
@@ -321,8 +330,9 @@ class IRCAdapter(MultiService):
         if self._endpoint is not None:
             return self._endpoint
         settings = self.settings
-        endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=30)
-        if not settings.tls:
+        port = self.sts_port or settings.port
+        endpoint = HostnameEndpoint(self.reactor, settings.host, port, timeout=30)
+        if not self.secure:
             return endpoint
         if settings.tls_ca:
             with open(settings.tls_ca, "rb") as handle:
@@ -332,19 +342,64 @@ class IRCAdapter(MultiService):
         options = ssl.optionsForClientTLS(settings.tls_hostname or settings.host, trustRoot=trust)
         return wrapClientTLS(options, endpoint)
 
-    def startService(self) -> None:  # noqa: N802 (Twisted name)
+    @property
+    def secure(self) -> bool:
+        """Whether the bot connects over TLS (configured, or upgraded by an IRCv3 sts policy)."""
+        return self.settings.tls or self.sts_port is not None
+
+    def _new_client(self) -> None:
         self._client = ClientService(self.endpoint(), _BotFactory(self), clock=self.reactor,
                                      retryPolicy=backoffPolicy(self.settings.initial_delay, self.settings.max_delay))
         self._client.setServiceParent(self)
-        super().startService()
+
+    def startService(self) -> None:  # noqa: N802 (Twisted name)
         store = getattr(self.bus, "store", None)
+        if not self.settings.tls and store is not None and hasattr(store, "get_value"):
+            # A stored IRCv3 sts policy for this host still in force: TLS from the first connection.
+            stored = store.get_value("irc.sts", self.settings.host)
+            stored.addCallback(lambda value: setattr(self, "sts_port", int(value)) if value else None)
+            stored.addErrback(lambda reason: log.failure("IRC: could not read the sts policy", reason))
+        self._new_client()
+        super().startService()
+        log.info("IRC adapter {name}: {domain} through {host}:{port} ({tls})", name=self.name,
+                 domain=self.settings.domain, host=self.settings.host, port=self.settings.port,
+                 tls="TLS, certificate verified" if self.settings.tls else "plain TCP unless the server offers sts")
         if store is not None and hasattr(store, "get_values"):
             loaded = store.get_values("irc.reply")
             loaded.addCallback(self._load_peers)
             loaded.addErrback(lambda reason: log.failure("IRC: could not read the reply addresses", reason))
-        log.info("IRC adapter {name}: {domain} through {host}:{port} ({tls})", name=self.name,
-                 domain=self.settings.domain, host=self.settings.host, port=self.settings.port,
-                 tls="TLS, certificate verified" if self.settings.tls else "plain TCP")
+
+    def strict_transport(self, protocol: BotProtocol, value: str) -> bool:
+        """An IRCv3 ``sts`` policy offered (``port=P`` on a plain connection, ``duration=D`` on TLS).
+
+        On a plain connection with a port: drop it and connect over TLS (certificate verified) to that
+        port, now and after restarts (``True``).  On TLS with a duration: keep the policy that long.
+        """
+        fields = dict(item.partition("=")[::2] for item in value.split(","))
+        store = getattr(self.bus, "store", None)
+        if not self.secure:
+            port = fields.get("port", "")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                log.warn("IRC: ignoring an sts policy without a usable port: {value}", value=value)
+                return False
+            log.info("IRC: the server offers TLS on port {port} (IRCv3 sts): reconnecting over TLS", port=port)
+            self.sts_port = int(port)
+            if store is not None and hasattr(store, "put_value"):
+                store.put_value("irc.sts", self.settings.host, port.encode())
+            old, self._client = self._client, None
+            if old is not None:
+                old.disownServiceParent()
+                old.stopService()
+            else:
+                protocol.transport.loseConnection()
+            if self.running:
+                self._new_client()
+            return True
+        duration = fields.get("duration", "")
+        if self.sts_port is not None and duration.isdigit() and store is not None and hasattr(store, "put_value"):
+            expires = self.reactor.seconds() + int(duration) if int(duration) else self.reactor.seconds()
+            store.put_value("irc.sts", self.settings.host, str(self.sts_port).encode(), expires_at=expires)
+        return False
 
     def stopService(self) -> defer.Deferred:  # noqa: N802 (Twisted name)
         if self._poll.running:

@@ -309,3 +309,33 @@ class PresenceTests(BotFixture, TestCase):
         notify = Notify(pres_uri("1bad", "irc.test"), pres_uri("alice", "alpha.example"), None, subscript_id="x")
         response = self.successResultOf(self.adapter.deliver(notify))
         self.assertEqual(response.condition, Condition.NOT_FOUND)
+
+
+class StrictTransportTests(BotFixture, TestCase):
+    """IRCv3 sts: a plain connection is upgraded to TLS on the port the server names."""
+
+    settings = {"tls": False, "port": 6667}
+
+    def test_plain_connection_is_dropped_for_tls(self) -> None:
+        self.sent()
+        self.server(":irc.test CAP * LS :multi-prefix sts=port=6697,duration=300")
+        self.assertEqual(self.sent(), [])  # no CAP REQ, no registration goes on over plain TCP
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual((self.adapter.sts_port, self.adapter.secure), (6697, True))
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        endpoint = self.adapter.endpoint()
+        self.assertNotIsInstance(endpoint, HostnameEndpoint)  # wrapClientTLS around it
+        self.assertEqual(endpoint._wrappedEndpoint._port, 6697)
+        self.assertEqual(self.successResultOf(self.store.get_value("irc.sts", "127.0.0.1")), b"6697")
+
+    def test_no_policy_stays_plain(self) -> None:
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        self.assertIsInstance(self.adapter.endpoint(), HostnameEndpoint)
+
+    def test_policy_without_port_is_ignored(self) -> None:
+        self.sent()
+        self.server(":irc.test CAP * LS :sts=duration=300")
+        self.assertEqual(self.sent(), ["CAP END"])
+        self.assertIsNone(self.adapter.sts_port)
