@@ -172,3 +172,31 @@ class PresenceTests(IRCBesideThreeNetworksTestCase):
         body = sip_body(notify)
         self.assertIn(b"<basic>open</basic>", body)
         self.assertRegex(body.decode(), r"<rpid:activities>\s*<rpid:away\s*/>")
+
+
+class PrimTests(IRCBesideThreeNetworksTestCase):
+
+    @inlineCallbacks
+    def test_irc_and_prim_both_ways(self):  # type: ignore[no-untyped-def]
+        self.carol = yield self.prim_user("carol")
+        self.dan.msg("cpimgw", "carol@prim.localhost: Hello Carol, from IRC")
+        send = yield self.carol.wait_for("SEND").addTimeout(WAIT, reactor)
+        self.assertEqual((send.header("From"), send.header("To")), ("im:dan@irc.localhost", "im:carol@prim.localhost"))
+        self.assertIn(b"Hello Carol, from IRC", send.body)
+        answer = yield self.carol.send("im:dan@irc.localhost", b"Hello Dan, from PRIM").addTimeout(WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        yield wait_until(lambda: self.dan.texts(sender="cpimgw"), WAIT, what="dan's message" + self.context())
+        self.assertEqual(self.dan.texts(sender="cpimgw"), ["<carol@prim.localhost> Hello Dan, from PRIM"])
+
+
+class IRCWatcherTests(IRCBesideThreeNetworksTestCase):
+
+    @inlineCallbacks
+    def test_irc_user_watches_xmpp_user(self):  # type: ignore[no-untyped-def]
+        self.dan.msg("cpimgw", "!watch alice@xmpp.localhost")
+        yield wait_until(lambda: self.alice.roster_subscription(xmpp_jid_of("dan", IRC_DOMAIN)) in ("from", "both"),
+                         WAIT, what="alice to authorise dan" + self.context())
+        self.alice.send_presence(pshow="away", pstatus="in a meeting")
+        yield wait_until(lambda: any("in a meeting" in t for t in self.dan.texts("NOTICE", "cpimgw")), WAIT,
+                         what="dan's notice of alice away" + self.context())
+        self.assertIn("alice@xmpp.localhost is away: in a meeting", self.dan.texts("NOTICE", "cpimgw"))
