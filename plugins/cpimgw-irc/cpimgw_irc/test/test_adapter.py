@@ -86,6 +86,18 @@ class RegistrationTests(BotFixture, TestCase):
         self.server(":irc.test CAP * LS :multi-prefix")
         self.assertEqual(self.sent(), ["CAP END"])
 
+    def test_nick_in_use_gets_an_underscore(self) -> None:
+        self.sent()
+        self.server(":irc.test CAP * LS :multi-prefix", ":irc.test 433 * cpimgw :Nickname already in use")
+        self.assertEqual(self.sent(), ["CAP END", "NICK cpimgw_"])
+        self.server(":irc.test 001 cpimgw_ :Welcome")
+        self.assertTrue(self.adapter.network.is_bot("CPIMGW_"))
+
+    def test_server_without_cap_registers_anyway(self) -> None:
+        self.sent()
+        self.server(":irc.test 421 * CAP :Unknown command", ":irc.test 001 cpimgw :Welcome")
+        self.assertIs(self.adapter.protocol, self.protocol)
+
     def test_channels_joined(self) -> None:
         self.adapter.settings = IRCSettings.from_mapping({"domain": "irc.test", "channels": ["#cpimgw"]})
         self.sign_on()
