@@ -296,7 +296,7 @@ class IRCAdapter(MultiService):
 
     def __init__(self, name: str, bus: Any, settings: IRCSettings, *, endpoint: Any = None) -> None:
         super().__init__()
-        self.name = name
+        self.name: str = name  # type: ignore[assignment]  # Service.name is None until set
         self.bus = bus
         self.reactor = bus.reactor
         self.settings = settings
@@ -677,7 +677,7 @@ class IRCAdapter(MultiService):
             ids.discard(op.subscript_id)
             if not ids:
                 self.watched.pop(key, None)
-                if self.monitor_supported:
+                if self.protocol is not None and self.monitor_supported:
                     self.protocol.sendLine(f"MONITOR - {nick}")
             return success(op, "no longer watched")
         fresh = key not in self.watched

@@ -373,14 +373,15 @@ def lines_for_message(
         nick = network.nick_of(message.source)
         head = f"{message.destination.address}: "
         target = network.bot
-        prefix: str | None = f"{nick}!{nick}@{network.domain}"
+        own_prefix = f"{nick}!{nick}@{network.domain}"
+        prefix: str | None = own_prefix
         tags: list[tuple[str, str | None]] = []
         if message.message_id:
             tags.append(("msgid", message.message_id))
         if out.date_time:
             tags.append(("time", out.date_time))
         tags.extend(out.tags)
-        own = 1 + len(prefix.encode()) + 1
+        own = 1 + len(own_prefix.encode()) + 1
     else:
         head = f"<{message.source.address}> "
         target = _target_for(message.destination, network)
@@ -439,8 +440,8 @@ def presence_from_line(line: wire.IRCLine, network: Network) -> tuple[CPIMURI, N
         if not nick:
             raise IRCMappingError(f"{command} names no nick")
         return network.uri(nick, PRES), NickState(command == "730")
-    nick = line.nick
-    if nick and "%" in nick:  # the codec's form of a presentity of another network (RFC 2812 §3.3.1 user%host)
+    nick = line.nick or ""
+    if "%" in nick:  # the codec's form of a presentity of another network (RFC 2812 §3.3.1 user%host)
         presentity = _uri_of_target(nick, network).as_pres()
     elif not nick or not wire.valid_nick(nick):
         raise IRCMappingError(f"{command} without a user prefix says nothing of anybody's presence")
