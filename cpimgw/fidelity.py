@@ -60,6 +60,8 @@ DEFAULT_MAX_UNITS = 10000
 DEFAULT_MAX_UNIT_SIZE = 1 << 20
 
 NS_XML = "http://www.w3.org/XML/1998/namespace"
+#: The XMPP adapter's own namespace: its CPIM extension headers and its private carriage.
+NS_X_GATEWAY = "urn:x-cpimgw:xmpp"
 
 
 # --------------------------------------------------------------------------- values
@@ -101,6 +103,8 @@ class Profile:
     :ivar carries: media types this protocol carries as they are
         (``message/cpim``, ``application/pidf+xml``): where both ends carry
         one, the matrix must read 100%.
+    :ivar strip_private: a unit's octets without any private carriage of
+        the gateway (what a third-party peer understands and returns).
     """
 
     name: str
@@ -109,6 +113,7 @@ class Profile:
     generated: Mapping[str, str] = attrs.field(factory=dict)
     split: Callable[[bytes], list[bytes]] = attrs.field(default=lambda data: [data])
     carries: frozenset[str] = frozenset()
+    strip_private: Callable[[bytes], bytes] = attrs.field(default=lambda data: data)
 
 
 @attrs.frozen
@@ -168,6 +173,7 @@ class Matrix:
     protocols: tuple[str, ...]
     cells: Mapping[tuple[str, str], Cell]
     profiles: Mapping[str, Profile] = attrs.field(factory=dict)
+    native: bool = True
 
     def cell(self, source: str, far: str) -> Cell:
         return self.cells[(source, far)]
@@ -263,7 +269,10 @@ def cpim_fields(data: bytes, values: dict[str, Any], carried: set[str], *, own_n
     _put(values, "cpim.require", tuple(message.require))
     _put(values, "cpim.ext", tuple(sorted(
         ((ns, name, value, tuple(params)) for ns, name, value, params in message.extension_headers
-         if ns not in own_namespaces), key=repr)))
+         if ns not in own_namespaces and ns != NS_X_GATEWAY), key=repr)))
+    _put(values, "cpim.ext.xmpp", tuple(sorted(
+        ((name, value, tuple(params)) for ns, name, value, params in message.extension_headers
+         if ns == NS_X_GATEWAY and ns not in own_namespaces), key=repr)))
     _put(values, "content.type", _content_type(message.content_header("Content-Type")) or "text/plain;charset=us-ascii")
     _put(values, "content.language", message.content_header("Content-Language"))
     _put(values, "content.headers", tuple(sorted(
@@ -357,7 +366,6 @@ def _x_canonical(element: Mapping[str, Any]) -> str:
 
 
 NS_X_CLIENT = ("jabber:client", "jabber:server", "jabber:component:accept")
-NS_X_GATEWAY = "urn:x-cpimgw:xmpp"
 
 
 def xmpp_fields(data: bytes, codec: Any) -> Fields:
@@ -399,6 +407,16 @@ def xmpp_fields(data: bytes, codec: Any) -> Fields:
         elif namespace == "urn:xmpp:sid:0" and name == "stanza-id":
             texts.setdefault("stanza-id", []).append(
                 (child.get("attributes", {}).get("by"), child.get("attributes", {}).get("id")))
+        elif namespace == "urn:xmpp:delay" and name == "delay":
+            attrs_ = child.get("attributes", {})
+            stamp = attrs_.get("stamp", "")
+            try:
+                from cpimgw.cpim.message import parse_date_time
+
+                stamp = _instant(parse_date_time(stamp.strip()))
+            except ValueError:
+                pass
+            _put(values, "delay", (stamp, attrs_.get("from"), _x_text(child)))
         elif namespace == "http://jabber.org/protocol/xhtml-im" and name == "html":
             _put(values, "xhtml-im", _x_canonical(child))
         elif namespace == NS_X_GATEWAY and name in ("cpim", "pidf"):
@@ -409,6 +427,20 @@ def xmpp_fields(data: bytes, codec: Any) -> Fields:
         values[name] = tuple(sorted(items, key=repr))
     _put(values, "elements", tuple(sorted(others)))
     return Fields(values)
+
+
+def xmpp_strip_private(data: bytes) -> bytes:
+    """The stanza without the gateway's own ``urn:x-cpimgw:xmpp`` elements, as any other XMPP software
+    returns it (it does not know them; RFC 6120 §8.4 lets it ignore them)."""
+    from cpimgw.adapters.xmpp.codec import read_stanza
+
+    stanza = read_stanza(data)
+    kept = [child for child in stanza.children
+            if not (getattr(child, "uri", None) == NS_X_GATEWAY and getattr(child, "name", None) in ("cpim", "pidf"))]
+    if len(kept) == len(stanza.children):
+        return data
+    stanza.children = kept
+    return stanza.toXml().encode("utf-8")
 
 
 def xmpp_split(data: bytes) -> list[bytes]:
@@ -438,9 +470,15 @@ XMPP_PROFILE = Profile(
     generated={
         "id": "a message without an id gets one on the way back (the TransID): RFC 6120 §8.1.3 "
               "lets any entity stamp one",
+        "origin-id": "a message that crossed SIP or PRIM has an identity there (Call-ID;CSeq, Message-ID); the "
+                     "gateway originates the stanza that brings it back and names it (XEP-0359 §3)",
+        "delay": "a presence that crossed SIP or PRIM carries the PIDF <timestamp> the gateway gave it when it "
+                 "arrived (RFC 3863 §4.1.7), a message that crossed PRIM the Date its SEND must carry "
+                 "(draft-ietf-prim-server-00 §5): they come back as XEP-0203 <delay/>",
     },
     split=xmpp_split,
     carries=frozenset(),
+    strip_private=xmpp_strip_private,
 )
 
 
@@ -575,6 +613,8 @@ SIP_PROFILE = Profile(
         "expires": "a PUBLISH without Expires has the default lifetime, 3600 s (RFC 3903 §5.3)",
         "cpim.from": "a body sent as message/cpim names the native From in its From header (RFC 3862 §4.1)",
         "cpim.to": "a body sent as message/cpim names the native To in its To header (RFC 3862 §4.2)",
+        "cpim.ext.xmpp": "a message that crossed XMPP names the stanza it was there (its full JIDs, type, id) in the "
+                         "XMPP adapter's own extension headers, which a recipient ignores (RFC 3862 §3.4, §6)",
     },
     carries=frozenset({MEDIA_CPIM, MEDIA_PIDF}),
 )
@@ -672,6 +712,8 @@ PRIM_PROFILE = Profile(
                     "message had none",
         "cpim.from": "a body sent as message/cpim names the native From (RFC 3862 §4.1, -01 §17.2)",
         "cpim.to": "a body sent as message/cpim names the native To (RFC 3862 §4.2, -01 §17.2)",
+        "cpim.ext.xmpp": "a message that crossed XMPP names the stanza it was there (its full JIDs, type, id) in the "
+                         "XMPP adapter's own extension headers, which a recipient ignores (RFC 3862 §3.4, §6)",
         "tuple-id": "PUBLISH names the tuple it updates: the gateway names one when the publication had none",
     },
     carries=frozenset({MEDIA_CPIM, MEDIA_PIDF}),
@@ -837,8 +879,14 @@ class Trip:
     carriage: Mapping[str, str]
 
 
-def round_trip(unit: Unit, codec_a: Any, profile_a: Profile, far: str, codec_b: Any, profile_b: Profile) -> Trip:
-    """Send one unit of A through B and back; compare the original and the returned unit."""
+def round_trip(unit: Unit, codec_a: Any, profile_a: Profile, far: str, codec_b: Any, profile_b: Profile, *,
+               native: bool = True) -> Trip:
+    """Send one unit of A through B and back; compare the original and the returned unit.
+
+    ``native``: the far units are stripped of every private carriage
+    (:attr:`Profile.strip_private`) before they are parsed again, as a
+    third-party peer of B would return them.
+    """
 
     def lost(field: str, original: Any, returned: Any, reason: str) -> Loss:
         return Loss(unit.protocol, far, unit.name, field, original, returned, reason)
@@ -853,6 +901,8 @@ def round_trip(unit: Unit, codec_a: Any, profile_a: Profile, far: str, codec_b: 
         stage = f"{far}.from_operation"
         far_octets = codec_b.from_operation(operation)
         far_units = profile_b.split(bytes(far_octets))
+        if native:
+            far_units = [profile_b.strip_private(octets) for octets in far_units]
         if not far_units:
             return Trip(False, (lost("*", type(operation).__name__, None,
                                      f"{far} has no unit for this {type(operation).__name__.lower()}"),), {})
@@ -885,15 +935,29 @@ def round_trip(unit: Unit, codec_a: Any, profile_a: Profile, far: str, codec_b: 
     return Trip(not losses, tuple(losses), carriage)
 
 
+def with_carriage(codec: Any) -> Any:
+    """The codec as it writes towards another cpimgw (its ``with_private_carriage()``), else itself."""
+    variant = getattr(codec, "with_private_carriage", None)
+    return variant() if callable(variant) else codec
+
+
 def run_matrix(
     codecs: Mapping[str, Any],
     corpora: Mapping[str, Sequence[Unit]],
     *,
     protocols: Sequence[str] | None = None,
+    native: bool = True,
 ) -> Matrix:
-    """Every unit of every protocol through every other protocol and back."""
+    """Every unit of every protocol through every other protocol and back.
+
+    ``native`` (the headline): private carriage off and stripped, as a
+    third-party peer would return the far units; else the codecs write their
+    private carriage as towards another cpimgw (:func:`with_carriage`).
+    """
     names = tuple(protocols) if protocols is not None else tuple(sorted(corpora))
     profiles = {name: profile_for(codecs[name]) for name in names}
+    if not native:
+        codecs = {name: with_carriage(codec) for name, codec in codecs.items()}
     cells: dict[tuple[str, str], Cell] = {}
     for source in names:
         for far in names:
@@ -904,7 +968,8 @@ def run_matrix(
             equal = 0
             units = corpora.get(source, ())
             for unit in units:
-                trip = round_trip(unit, codecs[source], profiles[source], far, codecs[far], profiles[far])
+                trip = round_trip(unit, codecs[source], profiles[source], far, codecs[far], profiles[far],
+                                  native=native)
                 equal += trip.equal
                 losses.extend(trip.losses)
                 for key, where in trip.carriage.items():
@@ -913,7 +978,7 @@ def run_matrix(
             carriage = tuple(Carriage(source, far, key, where, n) for (key, where), n in sorted(counts.items()))
             full = {MEDIA_CPIM, MEDIA_PIDF} <= profiles[far].carries
             cells[(source, far)] = Cell(source, far, len(units), equal, tuple(losses), carriage, full)
-    return Matrix(names, cells, profiles)
+    return Matrix(names, cells, profiles, native)
 
 
 # --------------------------------------------------------------------------- output

@@ -51,6 +51,25 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+#: The prefix of a fetch's SubscriptID (:func:`new_fetch_id`).
+FETCH_PREFIX = "fetch-"
+
+
+def new_fetch_id() -> str:
+    """A new SubscriptID for a one-time fetch (RFC 3859 §4.3: duration 0 with a new SubscriptID).
+
+    Marked, so that a stateless translation (``cpimgw translate``) can tell a
+    fetch (XMPP ``probe``, PRIM ``FETCH``) from a cancel (duration 0 with the
+    SubscriptID of a running subscription) without the subscription table.
+    """
+    return FETCH_PREFIX + secrets.token_hex(16)
+
+
+def is_fetch_id(subscript_id: str) -> bool:
+    """Whether ``subscript_id`` was made by :func:`new_fetch_id`."""
+    return subscript_id.startswith(FETCH_PREFIX)
+
+
 class Status(enum.Enum):
     """The status of an RFC 3859/3860 ``response`` (the spelling is the RFC's)."""
 

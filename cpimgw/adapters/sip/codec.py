@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from urllib.parse import unquote
 from typing import Any
 
 from cpimgw.cpim.errors import ParseError
@@ -91,7 +92,8 @@ class SipCodec:
                 raise OperationNotCarriedError("a PUBLISH without a body (refresh/remove) carries no presence")
             # The codec is stateless: the entity-tag a PUBLISH names is its lineage, the instance
             # (RFC 3903 §4.1); no Expires stays no Expires (a permanent PRIM publication).
-            return mapping.publish_from_sip(message, instance=message.get("sip-if-match") or "sip",
+            tag = message.get("sip-if-match")
+            return mapping.publish_from_sip(message, instance=unquote(tag) if tag else "sip",
                                             expires=message.expires, presence=content)
         raise OperationNotCarriedError(f"SIP {message.method} has no CPIM operation")
 

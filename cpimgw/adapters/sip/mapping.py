@@ -520,8 +520,9 @@ def notify_body(notify: Notify, *, signed: bool = True) -> tuple[bytes, str | No
 
 
 def entity_tag_for(instance: str) -> str:
-    """An instance as an RFC 3903 ``entity-tag`` (a ``token``): token characters as they are, others %-escaped."""
-    return quote(instance, safe="-.!%*_+`'~")
+    """An instance as an RFC 3903 ``entity-tag`` (a ``token``): token characters as they are, others (``%`` too:
+    reversible with ``unquote``) %-escaped."""
+    return quote(instance, safe="-.!*_+`'~")
 
 
 def publish_from_sip(request: Request, *, instance: str, expires: int | None, presence: Content,

@@ -77,7 +77,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 import cpimgw
-from cpimgw.adapters.xmpp import e2e, mapping
+from cpimgw.adapters.xmpp import e2e, mapping, rules
 from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
 from cpimgw.adapters.xmpp.component import ComponentConnection, NotConnected
 from cpimgw.adapters.xmpp.errors import condition_for_stanza_error, sip_status_for_stanza_error, stanza_error_for_condition
@@ -111,7 +111,11 @@ NS_VERSION = "jabber:iq:version"
 FEATURES = (
     NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION,
     mapping.NS_CHATSTATES, mapping.NS_RECEIPTS, mapping.NS_XHTML_IM, mapping.NS_SID, e2e.NS_E2E,
+    rules.NS_SHIM, rules.NS_ADDRESS, rules.NS_NICK, rules.NS_DELAY,
+    rules.FEATURE_CARRIAGE,
 )
+#: How long a domain's disco#info answer about the private carriage holds (seconds).
+CARRIAGE_TTL = 3600.0
 
 #: The embedded default settings (also the ``[adapters.xmpp]`` table of conf/cpimgw.toml).
 #: The embedded default is the s2s mode listening on 127.0.0.1:25269 (not
@@ -363,8 +367,54 @@ class XMPPAdapter(MultiService):
         # (bare JID) tuple.
         self.published_resources: dict[tuple[str, str], dict[str, bool]] = {}
         self.bare_published: set[tuple[str, str]] = set()
+        # XEP-0030: domain -> (reads our private carriage, until when the answer holds); disco id -> domain
+        self.carriage: dict[str, tuple[bool, float]] = {}
+        self.disco_pending: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------
+
+    def carriage_for(self, domain: str) -> bool:
+        """Whether ``domain`` reads the private ``<cpim/>``/``<pidf/>`` carriage (another cpimgw).
+
+        Only a domain whose XEP-0030 disco#info lists
+        :data:`.rules.FEATURE_CARRIAGE` gets it; the answer is cached per
+        domain for ``CARRIAGE_TTL`` seconds.  A domain not asked yet is asked
+        now and gets the native form until it answers (the native form loses
+        nothing that has a standard place; the carriage is an optimisation).
+        Only in s2s mode: two gateways link server to server.
+        """
+        if not self.settings.carry_cpim or self.settings.mode != "s2s":
+            # A component's peer is the XMPP server of ordinary users (XEP-0114): never another cpimgw.
+            return False
+        domain = domain.lower()
+        now = self.reactor.seconds()
+        known = self.carriage.get(domain)
+        if known is not None and known[1] > now:
+            return known[0]
+        if domain not in self.disco_pending.values() and self.connected:
+            query_id = "cpimgw-disco-" + new_id()[:16]
+            iq = domish.Element((self.namespace, "iq"))
+            iq["type"], iq["from"], iq["to"], iq["id"] = "get", self.settings.domain, domain, query_id
+            iq.addElement((NS_DISCO_INFO, "query"))
+            self.disco_pending[query_id] = domain
+            self.count("disco-out")
+            self._send_quietly(iq)
+        return False
+
+    def _on_disco_answer(self, iq: domish.Element) -> bool:
+        """A disco#info result or error for :meth:`carriage_for`; ``False`` if it answers nothing we asked."""
+        domain = self.disco_pending.pop(iq.getAttribute("id") or "", None)
+        if domain is None:
+            return False
+        features = set()
+        if iq.getAttribute("type") == "result":
+            for query in iq.elements(NS_DISCO_INFO, "query"):
+                features.update(f.getAttribute("var") for f in query.elements(NS_DISCO_INFO, "feature"))
+        understood = rules.FEATURE_CARRIAGE in features
+        self.carriage[domain] = (understood, self.reactor.seconds() + CARRIAGE_TTL)
+        log.info("XMPP domain {domain} {does} the private carriage", domain=domain,
+                 does="reads" if understood else "does not read")
+        return True
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -484,7 +534,8 @@ class XMPPAdapter(MultiService):
             stanza = mapping.cpim_to_message(
                 operation, self.addresses, namespace=self.namespace,
                 default_type=None if self.settings.message_type == "normal" else self.settings.message_type,
-                carry_cpim=self.settings.carry_cpim and operation.origin != self.name,
+                carry_cpim=operation.origin != self.name and self.carriage_for(
+                    self.addresses.uri_to_jid(operation.destination).host),
             )
         except NotUnderstoodError as error:
             return succeed(failure(operation, Condition.UNSUPPORTED, error.describe(), native_code=420))
@@ -564,14 +615,16 @@ class XMPPAdapter(MultiService):
             document, secured = mapping.notify_document(operation.presence, operation.target)
         if secured is not None:
             carry = secured
-        elif self.settings.carry_cpim and operation.origin != self.name and operation.presence is not None:
+        elif operation.origin != self.name and operation.presence is not None and self.carriage_for(watcher.host):
             carry = mapping.pidf_element(operation.presence, op="notify", state=operation.state.value,
                                          expires=operation.expires,
                                          reason=operation.reason.value if operation.reason is not None else None)
+        # The signed entity in <e2e/> is the whole document: no SHIM residue beside it (RFC 3923 §5).
+        residue = secured is None
         if operation.state is SubscriptionState.TERMINATED and operation.presence is not None and key not in self.outbound:
             # The single notify of a fetch (an XMPP probe): the state, once.
             for stanza in mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
-                                                    namespace=self.namespace, carry=carry):
+                                                    namespace=self.namespace, carry=carry, residue=residue):
                 self.send(stanza)
             return success(operation)
         if operation.state is SubscriptionState.TERMINATED:
@@ -591,7 +644,7 @@ class XMPPAdapter(MultiService):
         if document is None:
             return success(operation)
         stanzas = mapping.pidf_to_presences(document, operation.target, watcher, self.addresses,
-                                            namespace=self.namespace, carry=carry)
+                                            namespace=self.namespace, carry=carry, residue=residue)
         now_sent = set()
         for stanza in stanzas:
             self.send(stanza)
@@ -832,6 +885,9 @@ class XMPPAdapter(MultiService):
 
     def on_iq(self, iq: domish.Element) -> None:
         kind = iq.getAttribute("type")
+        if kind in ("result", "error"):
+            self._on_disco_answer(iq)
+            return
         if kind not in ("get", "set"):
             return
         to = iq.getAttribute("to") or self.settings.domain

@@ -48,11 +48,14 @@ from cpimgw.cpim.operations import (
     Subscribe,
     SubscriptionState,
     TerminationReason,
+    new_fetch_id,
     new_id,
 )
 from cpimgw.cpim.pidf import timestamp_now
 
 DEFAULT_GATEWAY = "gw.localhost"
+#: A ``subscribe`` without a SHIM ``Expires`` asks for the adapter's default (``subscription_duration``).
+DEFAULT_SUBSCRIPTION_DURATION = 86400
 
 
 class XMPPParseError(ParseError):
@@ -107,8 +110,16 @@ class XMPPCodec:
 
     name = "xmpp"
 
-    def __init__(self, gateway_domain: str = DEFAULT_GATEWAY) -> None:
+    def __init__(self, gateway_domain: str = DEFAULT_GATEWAY, *, private_carriage: bool = False,
+                 subscription_duration: int = DEFAULT_SUBSCRIPTION_DURATION) -> None:
         self.gateway_domain = gateway_domain
+        self.private_carriage = private_carriage
+        self.subscription_duration = subscription_duration
+
+    def with_private_carriage(self) -> "XMPPCodec":
+        """The same codec writing the private ``<cpim/>``/``<pidf/>`` carriage, as the adapter does towards
+        a peer that advertises :data:`.rules.FEATURE_CARRIAGE` (another cpimgw)."""
+        return XMPPCodec(self.gateway_domain, private_carriage=True, subscription_duration=self.subscription_duration)
 
     def parse(self, data: bytes) -> dict[str, Any]:
         return element_dict(read_stanza(data))
@@ -126,18 +137,52 @@ class XMPPCodec:
                 carried = self._carried_operation(stanza, addresses)
                 if carried is not None:
                     return carried
+                notified = mapping.read_notify_headers(stanza)
+                if notified is not None:
+                    return self._notify(stanza, addresses, kind, notified)
                 if kind in ("available", "unavailable"):
                     entity, resource, content = mapping.presence_to_pidf(
                         stanza, addresses, timestamp=timestamp_now(time.time()))
-                    return Publish(entity, content, origin="xmpp", instance=resource)
+                    shim = mapping.rules.read_shim(stanza)
+                    expires = mapping.rules.first_shim(shim, "Expires")
+                    return Publish(entity, content, origin="xmpp",
+                                   instance=mapping.rules.first_shim(shim, "Instance") or resource,
+                                   expires=int(expires) if expires and expires.isdigit() else None)
                 if kind in ("subscribe", "unsubscribe", "probe"):
-                    watcher, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "from"), "pres")
+                    watcher, instance = addresses.jid_to_uri(mapping._jid_attr(stanza, "from"), "pres")
                     target, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "to"), "pres")
-                    return Subscribe(watcher, target, 86400 if kind == "subscribe" else 0, origin="xmpp")
+                    if kind == "subscribe":
+                        return Subscribe(watcher, target, mapping.subscription_duration(stanza, self.subscription_duration),
+                                         origin="xmpp", watcher_instance=instance)
+                    # RFC 3859 §4.3: a probe is a fetch (a new SubscriptID), unsubscribe cancels.
+                    subscript_id = new_fetch_id() if kind == "probe" else new_id()
+                    return Subscribe(watcher, target, 0, subscript_id=subscript_id, origin="xmpp",
+                                     watcher_instance=instance)
                 raise XMPPParseError(f"a presence of type {kind} has no CPIM operation")
         except mapping.StanzaError as error:
             raise XMPPParseError(f"<{error.condition}/>: {error.reason}") from None
         raise XMPPParseError("an <iq/> has no CPIM operation")
+
+    def _notify(self, stanza: domish.Element, addresses: AddressMap, kind: str,
+                notified: tuple[str, int | None, str | None]) -> Notify:
+        """A presence with a SHIM ``Subscription-State``: the notify it was written for."""
+        state_text, expires, reason_text = notified
+        try:
+            state = SubscriptionState(state_text)
+            reason = TerminationReason(reason_text) if reason_text else None
+        except ValueError:
+            raise XMPPParseError(f"unknown subscription state or reason {state_text!r} {reason_text!r}") from None
+        target, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "from").full(), "pres")
+        watcher, _ = addresses.jid_to_uri(mapping._jid_attr(stanza, "to").full(), "pres")
+        content = None
+        sender = mapping._jid_attr(stanza, "from")
+        # A final notify without a document (RFC 3859 §4.3) is an unsubscribed presence, or an unavailable
+        # one from the bare JID holding nothing but its SHIM headers; any other presence holds a document.
+        if kind in ("available", "unavailable") and (sender.resource or any(
+                child.uri != mapping.rules.NS_SHIM for child in stanza.elements())):
+            _, _, content = mapping.presence_to_pidf(stanza, addresses, timestamp=timestamp_now(time.time()))
+        return Notify(watcher, target, content, subscript_id=new_id(), state=state, expires=expires,
+                      reason=reason, origin="xmpp")
 
     def _carried_operation(self, stanza: domish.Element, addresses: AddressMap) -> Operation | None:
         """The Notify or Publish a presence carries in ``<pidf xmlns='urn:x-cpimgw:xmpp'/>`` (see the docstring)."""
@@ -189,35 +234,45 @@ class XMPPCodec:
             # As the adapter does by default (carry_cpim): a message from another network also
             # carries its Message/CPIM octets unmodified, so nothing XMPP cannot express is lost.
             return mapping.cpim_to_message(
-                operation, addresses, carry_cpim=operation.origin != "xmpp").toXml().encode("utf-8")
+                operation, addresses,
+                carry_cpim=self.private_carriage and operation.origin != "xmpp").toXml().encode("utf-8")
         if isinstance(operation, Subscribe):
-            addresses = AddressMap(self.gateway_domain, (operation.target.domain_key,))
-            kind = "subscribe" if operation.duration else "unsubscribe"
-            return mapping.simple_presence(
-                addresses.uri_to_jid(operation.watcher), addresses.uri_to_jid(operation.target), kind,
-                stanza_id=operation.trans_id).toXml().encode("utf-8")
+            addresses = AddressMap(self.gateway_domain, (operation.watcher.domain_key,))
+            return mapping.subscribe_presence(operation, addresses).toXml().encode("utf-8")
         if isinstance(operation, (Notify, Publish)):
+            carry = None
             if isinstance(operation, Notify):
                 addresses = AddressMap(self.gateway_domain, (operation.watcher.domain_key,))
                 target, recipient = operation.target, addresses.uri_to_jid(operation.watcher)
-                carry = mapping.pidf_element(
-                    operation.presence, op="notify", state=operation.state.value, expires=operation.expires,
-                    reason=operation.reason.value if operation.reason is not None else None)
+                reason = operation.reason.value if operation.reason is not None else None
+                headers = mapping.notify_headers(operation.state.value, operation.expires, reason)
+                if self.private_carriage:
+                    carry = mapping.pidf_element(operation.presence, op="notify", state=operation.state.value,
+                                                 expires=operation.expires, reason=reason)
             else:
                 addresses = AddressMap(self.gateway_domain, (operation.presentity.domain_key,))
                 target = operation.presentity
                 recipient = JID(self.gateway_domain)
-                carry = mapping.pidf_element(operation.presence, op="publish", instance=operation.instance,
-                                             expires=operation.expires)
+                headers = [("Expires", str(operation.expires))] if operation.expires is not None else []
+                document = mapping.read_pidf(operation.presence)
+                if operation.instance and any(mapping.instance_for(t.id) != operation.instance
+                                              for t in document.tuples):
+                    headers.append(("Instance", operation.instance))  # the publication's own instance
+                if self.private_carriage:
+                    carry = mapping.pidf_element(operation.presence, op="publish", instance=operation.instance,
+                                                 expires=operation.expires)
             if operation.presence is None:
                 # A final notify without a document (RFC 3859 §4.3): as the adapter sends it.
                 refused = operation.reason in (TerminationReason.REJECTED, TerminationReason.NORESOURCE,
                                                TerminationReason.INVARIANT)
                 stanza = mapping.simple_presence(addresses.uri_to_jid(target), recipient,
                                                  "unsubscribed" if refused else "unavailable")
-                stanza.addChild(carry)
+                stanza.addChild(mapping.rules.shim_element(headers))
+                if carry is not None:
+                    stanza.addChild(carry)
                 return stanza.toXml().encode("utf-8")
             document = mapping.read_pidf(operation.presence)
-            stanzas = mapping.pidf_to_presences(document, target, recipient, addresses, carry=carry)
+            stanzas = mapping.pidf_to_presences(document, target, recipient, addresses, carry=carry,
+                                                headers=headers)
             return b"\n".join(s.toXml().encode("utf-8") for s in stanzas)
         raise XMPPParseError(f"{type(operation).__name__} has no XMPP form")

@@ -95,18 +95,21 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import re
 from decimal import Decimal
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+import attrs
 
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from cpimgw.adapters.xmpp import e2e
+from cpimgw.adapters.xmpp import e2e, rules
 from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
 from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
 from cpimgw.cpim.errors import MessageFormatError, NotUnderstoodError, ParseError
-from cpimgw.cpim.message import CPIMMessage, build_message, parse_message, qualified_name
-from cpimgw.cpim.operations import MEDIA_CPIM, MEDIA_PIDF, Content, Message
+from cpimgw.cpim.message import CPIMAddress, CPIMMessage, build_message, parse_date_time, parse_message, qualified_name
+from cpimgw.cpim.operations import MEDIA_CPIM, MEDIA_PIDF, Content, Message, Subscribe, is_fetch_id
 from cpimgw.cpim.pidf import (
     Activities,
     Contact,
@@ -125,7 +128,7 @@ from cpimgw.cpim.pidf import (
     xmpp_priority,
 )
 from cpimgw.cpim.signed import inner_pidf, is_signed, signed_pidf
-from cpimgw.cpim.uri import CPIMURI
+from cpimgw.cpim.uri import CPIMURI, parse_uri
 
 #: Our namespace: CPIM extension headers (prefix ``XMPP``) and XML elements.
 NS_XMPP = "urn:x-cpimgw:xmpp"
@@ -296,8 +299,10 @@ def message_to_cpim(
     kind = stanza.getAttribute("type")
     if kind:
         extensions.append(_ext("Type", kind))
-    if stanza.getAttribute("id"):
-        extensions.append(_ext("Id", stanza["id"]))
+    sender_name: str | None = None
+    delay: str | None = None
+    addressed: tuple[list, list] | None = None
+    threads: list[tuple[str, str | None]] = []
     bodies: list[tuple[str | None, str]] = []
     subjects: list[tuple[str | None, str]] = []
     chat_state = None
@@ -308,10 +313,21 @@ def message_to_cpim(
             subjects.append((lang_of(child), _text(child)))
         elif _is_core(child, stanza, "thread"):
             parent = child.getAttribute("parent")
-            extensions.append(_ext("Thread", _text(child), (("parent", parent),) if parent else ()))
+            threads.append((_text(child), parent))
         elif child.uri == NS_SID and child.name == "origin-id" and child.getAttribute("id"):
             message_id = child["id"]
-            extensions.append(_ext("Origin-ID", child["id"]))
+        elif child.uri == rules.NS_NICK and child.name == "nick" and sender_name is None and _text(child).strip():
+            sender_name = _text(child)
+        elif child.uri == rules.NS_DELAY and child.name == "delay" and delay is None and child.getAttribute("stamp"):
+            delay = child["stamp"]
+            if set(child.attributes) != {"stamp"} or _text(child):
+                extensions.append(_ext("Element", element_xml(child, stanza.uri)))  # its from / reason as they are
+        elif child.uri == rules.NS_SHIM and child.name == "headers":
+            continue  # read below (rules.read_shim)
+        elif child.uri == rules.NS_ADDRESS and child.name == "addresses" and addressed is None:
+            addressed = _read_addresses(child, addresses)
+            if addressed is None:
+                extensions.append(_ext("Element", element_xml(child, stanza.uri)))
         elif child.uri == NS_SID and child.name == "stanza-id" and child.getAttribute("id"):
             by = child.getAttribute("by")
             extensions.append(_ext("Stanza-ID", child["id"], (("by", by),) if by else ()))
@@ -330,12 +346,22 @@ def message_to_cpim(
             extensions.append(_ext("Element", element_xml(child, stanza.uri)))
     if message_id is None:
         message_id = stanza.getAttribute("id") or None
+    shim = _shim_fields(rules.read_shim(stanza))
+    content_id = shim.content_header("Content-ID")
+    if stanza.getAttribute("id") and stanza["id"] != (content_id.strip("<>") if content_id else message_id):
+        extensions.insert(1 if kind else 0, _ext("Id", stanza["id"]))
+    conversation_id = None
+    if threads:
+        conversation_id = threads[0][0] or None
+        if len(threads) > 1 or threads[0][1] or not threads[0][0]:
+            for text, parent in threads:
+                extensions.append(_ext("Thread", text, (("parent", parent),) if parent else ()))
     extensions.append(_ext("From", sender.full()))
     extensions.append(_ext("To", recipient.full()))
 
     carried = _carried_cpim(stanza)
     if carried is not None:
-        octets, conversation_id = carried
+        octets, carried_conversation = carried
         try:
             inner = parse_message(octets, understood=UNDERSTOOD)
             if inner.sender.cpim_uri is not None and inner.sender.cpim_uri.same_principal(source):
@@ -343,7 +369,7 @@ def message_to_cpim(
                     source, destination, Content(MEDIA_CPIM, inner.to_bytes()),
                     message_id=message_id, origin=origin,
                     source_instance=source_instance, destination_instance=destination_instance,
-                    conversation_id=conversation_id,
+                    conversation_id=carried_conversation or conversation_id,
                 )
         except ParseError:
             pass  # not trustworthy: map the stanza itself
@@ -358,6 +384,7 @@ def message_to_cpim(
         return Message(
             source, destination, content, message_id=message_id, origin=origin,
             source_instance=source_instance, destination_instance=destination_instance,
+            conversation_id=conversation_id,
         )
 
     primary_index = None
@@ -381,7 +408,7 @@ def message_to_cpim(
                 content_headers = [("Content-Language", body_lang)]
                 extensions.append(_ext("Lang", stanza_lang))
         body = bodies[primary_index][1].encode("utf-8")
-        content_type = "text/plain; charset=utf-8"
+        content_type = shim.content_type or "text/plain; charset=utf-8"
     elif chat_state is not None:
         extensions.append(_ext("No-Body", "true"))
         state = "active" if chat_state == "composing" else "idle"
@@ -401,11 +428,29 @@ def message_to_cpim(
             extensions.append(_ext("Subject", text, (("lang", lang),) if lang else ()))
         else:
             simple_subjects.append((lang, text))
+    date_time: datetime.datetime | str | None = None
+    if shim.date_time is not None:
+        date_time = shim.date_time  # the DateTime as written, offset included (rules.MESSAGE_RULES)
+    elif delay is not None:
+        try:
+            date_time = parse_date_time(delay.strip())
+        except ValueError:
+            raise StanzaError("<delay/> stamp is not an XEP-0082 DateTime", "bad-request") from None
+    recipients: list[Any] = [destination]
+    copies: list[Any] = []
+    if addressed is not None:
+        tos, copies = addressed
+        if tos and any(a.cpim_uri is not None and a.cpim_uri.same_principal(destination) for a in tos):
+            recipients = tos
+        elif tos:
+            recipients = [destination, *tos]
+    content_headers.extend(pair for pair in shim.content_headers if pair[0].lower() != "content-type")
     try:
         cpim = build_message(
-            source, [destination], body, content_type,
-            date_time=now, subjects=simple_subjects, extensions=extensions,
-            content_headers=content_headers,
+            source, recipients, body, content_type,
+            sender_name=sender_name, cc=copies,
+            date_time=date_time, subjects=simple_subjects, extensions=[*extensions, *shim.extensions],
+            content_headers=content_headers, require=shim.require,
         )
     except MessageFormatError as error:
         raise StanzaError(f"cannot be written as Message/CPIM: {error.reason}", "bad-request") from None
@@ -413,7 +458,98 @@ def message_to_cpim(
         source, destination, Content(MEDIA_CPIM, cpim.to_bytes()),
         message_id=message_id, origin=origin,
         source_instance=source_instance, destination_instance=destination_instance,
+        conversation_id=conversation_id,
     )
+
+
+@attrs.frozen
+class ShimFields:
+    """What the XEP-0131 headers of a message say in Message/CPIM terms (:data:`.rules.MESSAGE_RULES`)."""
+
+    date_time: str | None = None
+    require: tuple[str, ...] = ()
+    extensions: tuple[tuple, ...] = ()
+    content_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def content_type(self) -> str | None:
+        return self.content_header("Content-Type")
+
+    def content_header(self, name: str) -> str | None:
+        return rules.first_shim(self.content_headers, name)
+
+
+_NS_VALUE = re.compile(r"^\s*(?:([^\s<]+)\s*)?<([^>]*)>\s*$")
+_CORE_HEADERS = ("From", "To", "cc", "DateTime", "Subject", "NS", "Require")
+
+
+def _shim_fields(headers: Sequence[tuple[str, str]]) -> ShimFields:
+    """Read the SHIM headers back into Message/CPIM headers (the inverse of :func:`_shim_headers`).
+
+    ``NS`` declares the prefixes of the ``Prefix.Name`` headers; a header
+    whose name has no declared prefix is an extension in the SHIM namespace
+    itself (XEP-0131 §4 names such as ``Priority`` or ``Expires``).
+    """
+    if not headers:
+        return ShimFields()
+    prefixes: dict[str, str] = {}
+    for name, value in headers:
+        if name == "NS":
+            match = _NS_VALUE.match(value)
+            if match and match.group(1):
+                prefixes[match.group(1)] = match.group(2)
+    date_time = None
+    require: list[str] = []
+    extensions: list[tuple] = []
+    content: list[tuple[str, str]] = []
+    for raw_name, value in headers:
+        name, *raw_params = raw_name.split(";")
+        params = tuple((k.strip(), v.strip()) for k, _, v in (p.partition("=") for p in raw_params) if k.strip())
+        if name == "DateTime" and date_time is None:
+            try:
+                parse_date_time(value.strip())
+                date_time = value.strip()
+            except ValueError:
+                pass
+        elif name == "Require":
+            require.extend(item.strip() for item in value.split(",") if item.strip())
+        elif name.lower().startswith("content-"):
+            if name.lower() not in ("content-length", "content-language"):
+                content.append((name, value))
+        elif name in _CORE_HEADERS:
+            continue
+        elif "." in name and name.split(".", 1)[0] in prefixes:
+            prefix, _, local = name.partition(".")
+            if local:
+                extensions.append((prefixes[prefix], prefix, local, value, params))
+        elif name and all(c.isalnum() or c in "-_" for c in name):
+            extensions.append((rules.NS_SHIM, "SHIM", name, value, params))
+    return ShimFields(date_time, tuple(require), tuple(extensions), tuple(content))
+
+
+def _read_addresses(element: domish.Element, addresses: AddressMap) -> tuple[list, list] | None:
+    """``(To addresses, cc addresses)`` of an XEP-0033 ``<addresses/>``, or ``None`` when it holds
+    anything else (bcc, replyto...: kept whole as an ``XMPP.Element``)."""
+    tos: list[CPIMAddress] = []
+    copies: list[CPIMAddress] = []
+    for item in element.elements(rules.NS_ADDRESS, "address"):
+        kind = item.getAttribute("type")
+        if kind not in ("to", "cc"):
+            return None
+        uri_text = item.getAttribute("uri")
+        try:
+            if uri_text:
+                uri = parse_uri(uri_text)
+            elif item.getAttribute("jid"):
+                uri = addresses.jid_to_uri(item["jid"], "im")[0]
+                uri_text = str(uri)
+            else:
+                return None
+        except ParseError:
+            return None
+        address = CPIMAddress(item.getAttribute("desc") or None, uri_text, uri)
+        (tos if kind == "to" else copies).append(address)
+    return tos, copies
 
 
 # -- messages: CPIM -> XMPP ------------------------------------------------
@@ -535,6 +671,15 @@ def cpim_to_message(
         elif e2e.is_secured(media):
             fallback = e2e.fallback_text(cpim.content_header("Content-Type") or media, cpim.body)
             stanza.addElement("body", content=fallback)
+        elif media != MEDIA_ISCOMPOSING and _textual(media, params):
+            # Text of another type (text/html, XML...): the text in <body/>, its type in SHIM (rules.MESSAGE_RULES).
+            try:
+                text = cpim.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MessageFormatError(f"a {media} body that is not UTF-8 has no place in XMPP") from None
+            body = stanza.addElement("body", content=text)
+            if language and first("Lang"):
+                body[(NS_XML, "lang")] = language
     for text, params_ in values.get("Body", []):
         body = stanza.addElement("body", content=text)
         lang = dict(params_).get("lang")
@@ -545,6 +690,8 @@ def cpim_to_message(
         parent = dict(params_).get("parent")
         if parent:
             thread["parent"] = parent
+    if "Thread" not in values and operation.conversation_id:
+        stanza.addElement("thread", content=operation.conversation_id)  # RFC 6121 §5.2.5
     chat_state = first("Chat-State")
     if chat_state is None and media == MEDIA_ISCOMPOSING:
         chat_state = "composing" if b"<state>active</state>" in cpim.body.replace(b" ", b"") else "active"
@@ -557,8 +704,9 @@ def cpim_to_message(
         element = stanza.addElement((NS_RECEIPTS, "received"))
         if received:
             element["id"] = received
-    origin_id = first("Origin-ID")
+    origin_id = first("Origin-ID") or operation.message_id
     if origin_id:
+        # XEP-0359 §3: the gateway originates this stanza; the message's own id, verbatim.
         stanza.addElement((NS_SID, "origin-id"))["id"] = origin_id
     for text, params_ in values.get("Stanza-ID", []):
         element = stanza.addElement((NS_SID, "stanza-id"))
@@ -566,9 +714,13 @@ def cpim_to_message(
         by = dict(params_).get("by")
         if by:
             element["by"] = by
+    own_delay = False
     for name in ("XHTML-IM", "Element"):
         for text, _ in values.get(name, []):
-            stanza.addChild(parse_fragment(text, namespace))
+            element = parse_fragment(text, namespace)
+            own_delay = own_delay or (element.uri == rules.NS_DELAY and element.name == "delay")
+            stanza.addChild(element)
+    _add_native_headers(stanza, cpim, media, params, own_delay=own_delay)
     if e2e.is_secured(media):
         # RFC 3923 §3: the signed/encrypted entity the Message/CPIM object wraps, octets unchanged.
         stanza.addChild(e2e.e2e_element(e2e.entity_text(
@@ -578,6 +730,76 @@ def cpim_to_message(
         if operation.conversation_id:
             carried["conversation"] = operation.conversation_id
     return stanza
+
+
+def _textual(media: str, params: dict[str, str]) -> bool:
+    """A type whose body is character data (RFC 2046 §4.1 text/*, RFC 7303 XML types), in UTF-8 or ASCII."""
+    charset = params.get("charset", "utf-8").lower()
+    return (media.startswith("text/") or media.endswith("+xml") or media in ("application/xml", "application/json")) \
+        and charset in ("utf-8", "utf8", "us-ascii")
+
+
+#: The encapsulated Content-Type an XMPP <body/> stands for without saying it.
+XMPP_CONTENT_TYPE = "text/plain;charset=utf-8"
+
+
+def _normal_type(value: str) -> str:
+    media, params = _mime_type(value)
+    return ";".join([media] + [f"{k}={v.lower() if k == 'charset' else v}" for k, v in sorted(params.items())])
+
+
+def _shim_headers(cpim: CPIMMessage, media: str) -> list[tuple[str, str]]:
+    """The XEP-0131 headers of a Message/CPIM object: what has no element of its own (rules.MESSAGE_RULES)."""
+    headers: list[tuple[str, str]] = []
+    date_time = cpim.date_time
+    if date_time is not None and date_time.text != rules.utc_stamp(date_time.value):
+        headers.append(("DateTime", date_time.text))
+    used = {h.namespace for h in cpim.headers if not h.is_core and h.namespace not in (NS_XMPP, rules.NS_SHIM)}
+    for header in cpim.headers:
+        if header.is_core and header.local_name == "NS":
+            if getattr(header.parsed, "uri", None) in used:
+                headers.append(("NS", header.raw_value))
+        elif header.is_core and header.local_name == "Require":
+            headers.append(("Require", header.raw_value))
+        elif not header.is_core and header.namespace != NS_XMPP:
+            name = header.local_name if header.namespace == rules.NS_SHIM else header.name
+            name += "".join(f";{k}={v}" for k, v in header.params)
+            headers.append((name, header.value))
+    content_type = cpim.content_header("Content-Type")
+    if media != MEDIA_ISCOMPOSING and not e2e.is_secured(media) and content_type is not None \
+            and _normal_type(content_type) != XMPP_CONTENT_TYPE:
+        headers.append(("Content-Type", content_type))
+    elif content_type is None:
+        headers.append(("Content-Type", "text/plain; charset=us-ascii"))
+    for name, value in cpim.content_headers:
+        if name.lower().startswith("content-") and name.lower() not in (
+                "content-type", "content-language", "content-length", "content-transfer-encoding"):
+            headers.append((name, value))
+    return headers
+
+
+def _add_native_headers(stanza: domish.Element, cpim: CPIMMessage, media: str, params: dict[str, str], *,
+                        own_delay: bool) -> None:
+    """nick, addresses, delay and SHIM headers of a Message/CPIM object (:data:`.rules.MESSAGE_RULES`)."""
+    sender_name = cpim.sender.display_name
+    if sender_name:
+        stanza.addElement((rules.NS_NICK, "nick"), content=sender_name)  # XEP-0172 §4.2
+    recipients, copies = cpim.recipients, cpim.cc
+    if len(recipients) > 1 or copies or any(address.display_name for address in recipients):
+        element = stanza.addElement((rules.NS_ADDRESS, "addresses"))  # XEP-0033 §4
+        for kind, items in (("to", recipients), ("cc", copies)):
+            for address in items:
+                item = element.addElement("address")
+                item["type"] = kind
+                item["uri"] = address.uri
+                if address.display_name:
+                    item["desc"] = address.display_name
+                item["delivered"] = "true"
+    if cpim.date_time is not None and not own_delay:
+        stanza.addChild(rules.delay_element(rules.utc_stamp(cpim.date_time.value)))  # XEP-0203 §3
+    shim = _shim_headers(cpim, media)
+    if shim:
+        stanza.addChild(rules.shim_element(shim))
 
 
 # -- presence: XMPP -> PIDF ------------------------------------------------
@@ -613,6 +835,8 @@ def presence_to_pidf(
     notes: list[Note] = []
     priority = 0
     extensions: list[Extension] = []
+    delay: str | None = None
+    rpid_children: dict[str, domish.Element] = {}
     for child in _children(stanza):
         if _is_core(child, stanza, "show"):
             show = _text(child).strip()
@@ -629,12 +853,25 @@ def presence_to_pidf(
                 raise StanzaError("<priority/> is not an integer from -128 to 127", "bad-request") from None
         elif child.uri == e2e.NS_E2E and child.name == "e2e":
             continue  # the signed document itself (signed_presence), never a PIDF extension
+        elif child.uri == rules.NS_SHIM and child.name == "headers":
+            continue  # read below (rules.read_shim)
+        elif child.uri == rules.NS_DELAY and child.name == "delay" and set(child.attributes) == {"stamp"} \
+                and delay is None:
+            delay = child["stamp"].strip()
+        elif (child.uri, child.name) in ((rules.NS_MOOD, "mood"), (rules.NS_ACTIVITY, "activity"),
+                                         (rules.NS_IDLE, "idle")) and child.name not in rpid_children:
+            rpid_children[child.name] = child
         else:
             extensions.append(Extension.from_xml(element_xml(child).encode("utf-8")))  # own xmlns: PIDF needs it
     qvalue = priority_from_xmpp(priority)
     if priority < 0:
         extensions.append(Extension.from_xml(f"<priority xmlns='{NS_XMPP}'>{priority}</priority>".encode()))
     contact_uri = addresses.jid_to_uri(sender, "im")[0]
+    if delay is not None:
+        try:
+            timestamp = rules.stamp_of(delay)  # XEP-0203: when this presence was set
+        except ValueError:
+            raise StanzaError("<delay/> stamp is not an XEP-0082 DateTime", "bad-request") from None
     item = Tuple(
         tuple_id_for(resource) if resource else "ID-",
         Status("open" if kind == "available" else "closed", xmpp_show=show),
@@ -644,7 +881,12 @@ def presence_to_pidf(
         extensions,
     )
     person = rpid_person(item.id, show, timestamp) if kind == "available" else None
+    if rpid_children:
+        person = _person_from_xeps(item.id, person, rpid_children, timestamp)
     document = build_pidf(entity, [item], persons=[person] if person is not None else [])
+    residue = _pidf_residue(rules.read_shim(stanza))
+    if residue:
+        document = _with_residue(document, residue)
     # No charset parameter: the document's XML declaration names UTF-8 (RFC 3023 §3.2), and a watcher
     # gets the same Content-Type as for the other networks' presence.
     return entity, resource, Content(MEDIA_PIDF, document.to_bytes())
@@ -806,14 +1048,21 @@ def pidf_to_presences(
     *,
     namespace: str = NS_CLIENT,
     carry: domish.Element | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    residue: bool = True,
 ) -> list[domish.Element]:
     """One ``<presence/>`` per tuple of ``document`` (RFC 3922 §5.2, RFC 7248 §5).
 
+    Each carries its tuple's timestamp as XEP-0203 ``<delay/>``, the first
+    person's RPID mood, activities and idle as XEP-0107 / XEP-0108 / XEP-0319
+    elements, ``headers`` (the operation: subscription state, expiry) and,
+    with ``residue``, what of the document those elements cannot hold as
+    SHIM ``PIDF-*`` headers (:data:`.rules.PRESENCE_RULES`).
+
     ``from`` is the target's JID with the tuple's instance as resource; a
-    document without tuples gives one presence from the bare JID when it has
-    notes, else none (digest §7.5 decision) -- unless ``carry`` is given:
-    then an ``unavailable`` from the bare JID carries the document (nothing
-    is known: never shown as available).
+    document without tuples gives one presence from the bare JID: its notes
+    as statuses, ``unavailable`` (nothing is known, RFC 3863 §4.1: never
+    shown as available).
 
     :param carry: a :func:`pidf_element`, or the RFC 3923 ``<e2e/>`` of a
         signed document (:func:`notify_document`), added to every presence
@@ -851,8 +1100,20 @@ def pidf_to_presences(
             stanza.addElement("priority", content=str(priority))
         for element in children:
             stanza.addChild(element)
+        if item.timestamp:
+            try:
+                stanza.addChild(rules.delay_element(rules.stamp_of(item.timestamp)))
+            except ValueError:
+                pass
+        if document.persons:
+            _add_rpid_elements(stanza, document.persons[0])
+        shim = list(headers)
+        if residue:
+            shim.extend(_residue_headers(document, item, stanza, target, addresses))
+        if shim:
+            stanza.addChild(rules.shim_element(shim))
         presences.append(stanza)
-    if not document.tuples and (document.notes or carry is not None):
+    if not document.tuples:
         stanza = domish.Element((namespace, "presence"))
         stanza["from"] = addresses.uri_to_jid(target).full()
         stanza["to"] = recipient.full()
@@ -863,11 +1124,169 @@ def pidf_to_presences(
             status = stanza.addElement("status", content=note.text)
             if note.lang:
                 status[(NS_XML, "lang")] = note.lang
+        shim = list(headers)
+        if residue:
+            shim.extend(_document_residue(document))
+        if shim:
+            stanza.addChild(rules.shim_element(shim))
         presences.append(stanza)
     if carry is not None:
         for stanza in presences:
             stanza.addChild(carry)
     return presences
+
+
+# -- presence: the RPID elements and the SHIM residue ------------------------
+
+#: RPID activities (RFC 4480 §3.2) -> XEP-0108 (general, specific); the rest has no XEP-0108 value.
+ACTIVITY_XEP0108: dict[str, tuple[str, str | None]] = {
+    "appointment": ("having_appointment", None), "breakfast": ("eating", "having_breakfast"),
+    "dinner": ("eating", "having_dinner"), "meal": ("eating", None), "holiday": ("inactive", "scheduled_holiday"),
+    "vacation": ("inactive", "on_vacation"), "sleeping": ("inactive", "sleeping"), "in-transit": ("traveling", None),
+    "travel": ("traveling", "on_a_trip"), "steering": ("traveling", "driving"), "meeting": ("working", "in_a_meeting"),
+    "working": ("working", None), "on-the-phone": ("talking", "on_the_phone"), "playing": ("relaxing", "gaming"),
+    "shopping": ("relaxing", "shopping"), "tv": ("relaxing", "watching_tv"), "worship": ("inactive", "praying"),
+}
+_XEP0108_ACTIVITY = {value: key for key, value in ACTIVITY_XEP0108.items()}
+_XEP0108_GENERAL = {general: key for key, (general, specific) in ACTIVITY_XEP0108.items() if specific is None}
+#: The SHIM headers that hold what of a PIDF document no XMPP element holds (RFC 3863 / RFC 4479 XML).
+RESIDUE_HEADERS = ("PIDF-Tuple", "PIDF-Person", "PIDF-Device", "PIDF-Note", "PIDF-Extension")
+
+
+def _add_rpid_elements(stanza: domish.Element, person: Person) -> None:
+    """XEP-0107 mood, XEP-0108 activity and XEP-0319 idle of an RPID person (RFC 4480 §3.2, §3.4, §3.13)."""
+    for mood in person.mood[:1]:
+        values = [v for v in mood.values if not v.startswith("{")]
+        if values:
+            element = stanza.addElement((rules.NS_MOOD, "mood"))
+            element.addElement(values[0])
+            for other in mood.other[:1]:
+                element.addElement("text", content=other.text)
+    for activities in person.activities[:1]:
+        for value in activities.values:
+            if value in ACTIVITY_XEP0108:
+                general, specific = ACTIVITY_XEP0108[value]
+                element = stanza.addElement((rules.NS_ACTIVITY, "activity"))
+                category = element.addElement(general)
+                if specific:
+                    category.addElement(specific)
+                break
+    if person.user_input is not None and person.user_input.state == "idle" and person.user_input.last_input:
+        try:
+            since = rules.utc_stamp(parse_date_time(person.user_input.last_input))
+        except ValueError:
+            return
+        stanza.addElement((rules.NS_IDLE, "idle"))["since"] = since
+
+
+def _person_from_xeps(tuple_id: str, hint: Person | None, found: dict[str, domish.Element],
+                      timestamp: str | None) -> Person:
+    """The RPID person of XEP-0107 mood, XEP-0108 activity and XEP-0319 idle (the inverse of
+    :func:`_add_rpid_elements`), merged into the ``<show/>`` hint."""
+    from cpimgw.cpim.pidf import Mood
+
+    person = hint or Person(person_id_for(tuple_id), timestamp=timestamp)
+    mood = found.get("mood")
+    if mood is not None:
+        values = [child.name for child in mood.elements() if child.name != "text"]
+        texts = [_text(child) for child in mood.elements() if child.name == "text"]
+        if values:
+            person = attrs.evolve(person, mood=[Mood(values=values[:1], other=[Note(t) for t in texts[:1]])])
+    activity = found.get("activity")
+    if activity is not None:
+        for general in activity.elements():
+            specific = next((c.name for c in general.elements() if c.name != "text"), None)
+            value = _XEP0108_ACTIVITY.get((general.name, specific)) or _XEP0108_GENERAL.get(general.name)
+            if value is not None:
+                person = attrs.evolve(person, activities=[Activities(values=(value,))])
+            break
+    idle = found.get("idle")
+    if idle is not None and idle.getAttribute("since"):
+        try:
+            since = rules.utc_stamp(parse_date_time(idle["since"]))
+        except ValueError:
+            raise StanzaError("<idle/> since is not an XEP-0082 DateTime", "bad-request") from None
+        person = attrs.evolve(person, user_input=UserInput(state="idle", last_input=since))
+    return person
+
+
+def _fragments(document: PresenceDocument) -> dict[str, list[str]]:
+    """The XML of every tuple, person, device, note and extension of ``document`` (own namespace
+    declarations each), by kind."""
+    from lxml import etree
+
+    root = etree.fromstring(document.to_bytes(), parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    out: dict[str, list[str]] = {}
+    kinds = {"tuple": "PIDF-Tuple", "person": "PIDF-Person", "device": "PIDF-Device", "note": "PIDF-Note"}
+    for child in root:
+        if not isinstance(child.tag, str):
+            continue
+        local = etree.QName(child).localname
+        kind = kinds.get(local, "PIDF-Extension")
+        out.setdefault(kind, []).append(etree.tostring(child, encoding="unicode", with_tail=False))
+    return out
+
+
+def _document_residue(document: PresenceDocument) -> list[tuple[str, str]]:
+    """SHIM headers for the persons, devices, notes and extensions of a document (no XMPP element holds them)."""
+    rest = attrs.evolve(document, tuples=())
+    found = _fragments(rest) if (rest.persons or rest.devices or rest.notes or rest.extensions) else {}
+    return [(kind, xml) for kind in RESIDUE_HEADERS[1:] for xml in found.get(kind, ())]
+
+
+def _residue_headers(document: PresenceDocument, item: Tuple, stanza: domish.Element, target: CPIMURI,
+                     addresses: AddressMap) -> list[tuple[str, str]]:
+    """The SHIM headers of one tuple's presence: the tuple's XML when the stanza's own elements do not
+    give it back exactly, and the rest of the document when it is not what those elements give."""
+    probe = domish.Element((stanza.uri, stanza.name), attribs=dict(stanza.attributes))
+    for child in stanza.children:
+        probe.children.append(child)
+    try:
+        _, _, content = presence_to_pidf(probe, addresses, timestamp=_NO_TIMESTAMP)
+        rebuilt = parse_pidf(content.body)
+    except ParseError:
+        rebuilt = None
+    headers: list[tuple[str, str]] = []
+    if rebuilt is None or rebuilt.tuples != (item,):
+        headers.extend(("PIDF-Tuple", xml) for xml in _fragments(build_pidf(document.entity, [item]))["PIDF-Tuple"])
+    if rebuilt is None or rebuilt.persons != document.persons or document.devices or document.notes \
+            or document.extensions:
+        rest = attrs.evolve(document, tuples=())
+        if rest.persons or rest.devices or rest.notes or rest.extensions:
+            found = _fragments(rest)
+            headers.extend((kind, xml) for kind in RESIDUE_HEADERS[1:] for xml in found.get(kind, ()))
+        if not rest.persons and (rebuilt is None or rebuilt.persons):
+            headers.append(("PIDF-Person", ""))  # no person at all (not the one the elements would give)
+    return headers
+
+
+#: A receipt time no document holds: a tuple rebuilt with it differs from any tuple without a timestamp.
+_NO_TIMESTAMP = "0001-01-01T00:00:00Z"
+
+
+def _pidf_residue(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name in RESIDUE_HEADERS:
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def _with_residue(document: PresenceDocument, residue: dict[str, list[str]]) -> PresenceDocument:
+    """``document`` with the parts its SHIM ``PIDF-*`` headers hold (they are the sender's own: the
+    document's entity stays the sender's)."""
+    entity = str(document.entity)
+    parts = [value for kind in RESIDUE_HEADERS for value in residue.get(kind, ()) if value]
+    text = ("<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='" + entity.replace("'", "&apos;") + "'>"
+            + "".join(parts) + "</presence>")
+    try:
+        carried = parse_pidf(text.encode("utf-8"))
+    except ParseError as error:
+        raise StanzaError(f"SHIM PIDF headers: {error.reason}", "bad-request") from None
+    tuples = carried.tuples if "PIDF-Tuple" in residue else document.tuples
+    persons = carried.persons if "PIDF-Person" in residue else document.persons
+    return build_pidf(document.entity, tuples, carried.notes or document.notes, persons, carried.devices,
+                      carried.extensions or document.extensions)
 
 
 #: The attributes of ``<pidf xmlns='urn:x-cpimgw:xmpp'/>`` that describe the carried operation.
@@ -926,6 +1345,61 @@ def read_pidf(content: Content) -> PresenceDocument:
     if content.media_type != MEDIA_PIDF:
         raise ParseError(f"presence content is {content.media_type}, not {MEDIA_PIDF}", syntax="pidf")
     return parse_pidf(content.body)
+
+
+def subscribe_presence(operation: Subscribe, addresses: AddressMap, *, cancel: bool | None = None,
+                       namespace: str = NS_CLIENT) -> domish.Element:
+    """The ``<presence/>`` of a ``Subscribe`` (RFC 3922 §5.3, :data:`.rules.PRESENCE_RULES`).
+
+    A duration is ``subscribe`` with the duration in the SHIM header
+    ``Expires`` (XEP-0131 §4); duration 0 is ``unsubscribe`` when it cancels
+    a running subscription (``cancel``; ``None``: decided by the SubscriptID,
+    :func:`cpimgw.cpim.operations.is_fetch_id`), else ``probe`` (a fetch).
+    The watcher's instance is the resource of ``from``.
+    """
+    watcher = addresses.uri_to_jid(operation.watcher, operation.watcher_instance)
+    target = addresses.uri_to_jid(operation.target)
+    if operation.duration:
+        stanza = simple_presence(watcher, target, "subscribe", stanza_id=operation.trans_id, namespace=namespace)
+        stanza.addChild(rules.shim_element([("Expires", str(operation.duration))]))
+        return stanza
+    if cancel is None:
+        cancel = not is_fetch_id(operation.subscript_id)
+    return simple_presence(watcher, target, "unsubscribe" if cancel else "probe", namespace=namespace)
+
+
+def subscription_duration(stanza: domish.Element, default: int) -> int:
+    """The duration a ``subscribe`` asks for: its SHIM ``Expires`` (XEP-0131 §4), else ``default``."""
+    value = rules.first_shim(rules.read_shim(stanza), "Expires")
+    if value is not None and value.strip().isdigit() and 0 < int(value) <= 2**31 - 1:
+        return int(value)
+    return default
+
+
+def notify_headers(state: str, expires: int | None = None, reason: str | None = None) -> list[tuple[str, str]]:
+    """The SHIM ``Subscription-State`` of a notify (RFC 6665 §8.2.3 syntax; XEP-0131 §4)."""
+    value = state
+    if reason:
+        value += f";reason={reason}"
+    elif expires is not None:
+        value += f";expires={expires}"
+    return [("Subscription-State", value)]
+
+
+def read_notify_headers(stanza: domish.Element) -> tuple[str, int | None, str | None] | None:
+    """``(state, expires, reason)`` of a presence's SHIM ``Subscription-State``, or ``None``."""
+    value = rules.first_shim(rules.read_shim(stanza), "Subscription-State")
+    if value is None:
+        return None
+    head, *params = [part.strip() for part in value.split(";")]
+    expires = reason = None
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.lower() == "expires" and val.isdigit() and len(val) <= 10:
+            expires = int(val)
+        elif key.lower() == "reason" and val:
+            reason = val.lower()
+    return head.lower(), expires, reason
 
 
 def simple_presence(

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 
+import attrs
+
 from twisted.trial import unittest
 
-from cpimgw.adapters.xmpp import mapping
+from cpimgw.adapters.xmpp import mapping, rules
 from cpimgw.adapters.xmpp.addresses import AddressMap
 from cpimgw.adapters.xmpp.codec import XMPPCodec, read_stanza
 from cpimgw.cpim.operations import (
@@ -110,7 +112,8 @@ class CodecSideTests(unittest.TestCase):
 
 class PresenceCarriageTests(unittest.TestCase):
     def setUp(self):
-        self.codec = XMPPCodec()
+        # The codec as it writes towards another cpimgw (the carriage is negotiated, XEP-0030).
+        self.codec = XMPPCodec().with_private_carriage()
 
     def test_notify_round_trip_is_exact(self):
         notify = Notify(JULIET, BOB, Content(MEDIA_PIDF, PIDF), subscript_id="s1", expires=3600, origin="sip")
@@ -159,15 +162,49 @@ class PresenceCarriageTests(unittest.TestCase):
 
 
 class AdapterCarriageTests(AdapterHarness, unittest.TestCase):
-    def test_notify_to_xmpp_carries_the_document(self):
+    def setUp(self):
+        super().setUp()
+        # Two gateways link server to server (the carriage is never negotiated over a component link).
+        self.adapter.settings = attrs.evolve(self.adapter.settings, mode="s2s")
+
+    def notify(self):
         self.adapter.outbound[((JULIET.user, JULIET.domain_key), (BOB.user, BOB.domain_key))] = ("s1", None, None)
         self.adapter.confirmed.add(((JULIET.user, JULIET.domain_key), (BOB.user, BOB.domain_key)))
         response = self.successResultOf(self.adapter.deliver(
             Notify(JULIET, BOB, Content(MEDIA_PIDF, PIDF), subscript_id="s1", origin="sip")))
         self.assertTrue(response.ok)
-        [stanza] = self.sent()
+        return self.sent()
+
+    def answer_disco(self, disco, features):
+        query = "".join(f"<feature var='{var}'/>" for var in features)
+        self.feed(f"<iq type='result' id='{disco['id']}' from='{disco['to']}' to='{disco['from']}'>"
+                  f"<query xmlns='http://jabber.org/protocol/disco#info'>{query}</query></iq>")
+
+    def test_notify_carries_the_document_only_to_a_domain_that_advertises_it(self):
+        # First notify: the domain is asked (XEP-0030 disco#info) and meanwhile gets the native form.
+        disco, stanza = self.notify()
+        self.assertEqual((disco.name, disco["type"], disco["to"]), ("iq", "get", "xmpp.example"))
+        self.assertEqual(list(stanza.elements(mapping.NS_XMPP, "pidf")), [])
+        self.answer_disco(disco, [rules.FEATURE_CARRIAGE])
+        [stanza] = self.notify()  # cached per domain: not asked again
         [carried] = list(stanza.elements(mapping.NS_XMPP, "pidf"))
         self.assertEqual(base64.b64decode(str(carried)), PIDF)
+
+    def test_an_ordinary_server_never_gets_the_carriage(self):
+        disco, _ = self.notify()
+        self.answer_disco(disco, ["http://jabber.org/protocol/disco#info", "urn:xmpp:ping"])
+        for _ in range(2):
+            [stanza] = self.notify()
+            self.assertFalse([c for c in stanza.elements() if c.uri == mapping.NS_XMPP])
+        disco, _ = self.notify_after_error()
+
+    def notify_after_error(self):
+        # A disco error (an entity without disco) is a "no" as well, for CARRIAGE_TTL.
+        self.adapter.carriage.clear()
+        disco, stanza = self.notify()
+        self.feed(f"<iq type='error' id='{disco['id']}' from='{disco['to']}' to='{disco['from']}'/>")
+        self.assertEqual(self.adapter.carriage["xmpp.example"][0], False)
+        return disco, stanza
 
     def test_carried_document_published_once(self):
         dispatched = []
@@ -217,7 +254,10 @@ class ConversationIdTests(unittest.TestCase):
         # Back from the same foreign user (as the stanza would travel returning to the gateway):
         stanza["from"], stanza["to"] = stanza["to"], stanza["from"]
         back = mapping.message_to_cpim(stanza, ADDRESSES)
-        self.assertIsNone(back.conversation_id)  # the carried object names bob, not juliet: not trusted
+        # The carried object names bob, not juliet: not trusted; the conversation is the stanza's own
+        # <thread/> (RFC 6121 §5.2.5), which every XMPP client keeps in a reply.
+        self.assertEqual(back.conversation_id, "conv-42")
+        self.assertNotEqual(back.content.body, operation.content.body)
         reply = mapping.cpim_to_message(operation, ADDRESSES)
         returned = mapping.message_to_cpim(reply, AddressMap("gw.localhost", ("prim.example",)))
         self.assertEqual(returned.conversation_id, "conv-42")

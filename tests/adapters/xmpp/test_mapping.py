@@ -8,7 +8,7 @@ from decimal import Decimal
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.jid import JID
 
-from cpimgw.adapters.xmpp import mapping
+from cpimgw.adapters.xmpp import mapping, rules
 from cpimgw.adapters.xmpp.addresses import AddressMap
 from cpimgw.cpim.errors import NotUnderstoodError
 from cpimgw.cpim.message import build_message
@@ -42,7 +42,8 @@ class MessageToCPIMTests(unittest.TestCase):
             (cpim.subjects, ((None, "Hi!"), ("cz", "Ahoj!"))),
             (cpim.content_header("Content-Type"), "text/plain; charset=utf-8"),
             (cpim.body, b"Wherefore art thou, Romeo?"),
-            (cpim.date_time.text, "2004-05-01T12:00:00Z"),
+            # No XEP-0203 <delay/>: the message is live, there is no DateTime to give (RFC 3862 §4.4 optional).
+            (cpim.date_time, None),
             (operation.content.media_type, MEDIA_CPIM),
         ]
         for got, expected in rows:
@@ -106,7 +107,8 @@ class CPIMToMessageTests(unittest.TestCase):
                        Content(MEDIA_CPIM, cpim.to_bytes()), origin="sip")
 
     def test_rfc3922_cpim_to_xmpp(self):
-        """RFC 3922 §4.2: From/To stripped of im:, Subject with lang, Content-ID as id, body; cc/DateTime dropped."""
+        """RFC 3922 §4.2: From/To stripped of im:, Subject with lang, Content-ID as id, body; cc in XEP-0033,
+        DateTime in XEP-0203, Content-ID also in XEP-0131 SHIM."""
         operation = self.message(
             body="Wherefore?".encode(), subjects=[(None, "Hi!"), ("cz", "Ahoj!")],
             cc=[parse_uri("im:nurse@example.com")], date_time="2004-05-01T12:00:00Z",
@@ -123,7 +125,12 @@ class CPIMToMessageTests(unittest.TestCase):
         ]
         for got, expected in rows:
             self.assertEqual(got, expected)
-        self.assertNotIn("nurse", element.toXml())
+        [addresses] = list(element.elements(rules.NS_ADDRESS, "addresses"))
+        self.assertEqual([(a["type"], a["uri"], a["delivered"]) for a in addresses.elements()],
+                         [("to", "im:juliet@example.com", "true"), ("cc", "im:nurse@example.com", "true")])
+        [delay] = list(element.elements(rules.NS_DELAY, "delay"))
+        self.assertEqual(delay["stamp"], "2004-05-01T12:00:00Z")
+        self.assertEqual(rules.read_shim(element), [("Content-ID", "<123456789@example.net>")])
 
     def test_carried_unmodified(self):
         operation = self.message(body=b"x")
@@ -137,10 +144,20 @@ class CPIMToMessageTests(unittest.TestCase):
         operation = self.message(body=b"x", extensions=[("urn:example:f", "F", "Vital", "1", ())], require=["F.Vital"])
         self.assertRaises(NotUnderstoodError, mapping.cpim_to_message, operation, ADDRESSES)
 
-    def test_non_text_not_in_body(self):
+    def test_other_text_in_body_with_its_type(self):
+        # Text of another type is still text (RFC 6121 §5.2.3); its type rides in XEP-0131 SHIM.
         operation = self.message(body=b"<p>x</p>", content_type="text/html; charset=utf-8")
         element = mapping.cpim_to_message(operation, ADDRESSES, carry_cpim=True)
-        self.assertEqual([c.name for c in element.elements()], ["cpim"])
+        self.assertEqual([c.name for c in element.elements()], ["body", "headers", "cpim"])
+        self.assertEqual(str(element.body), "<p>x</p>")
+        self.assertEqual(rules.read_shim(element), [("Content-Type", "text/html; charset=utf-8")])
+        back = mapping.message_to_cpim(_swap(element), ADDRESSES)
+        self.assertEqual(mapping.read_cpim(back.content).content_type, "text/html; charset=utf-8")
+
+    def test_binary_has_no_place(self):
+        operation = self.message(body=b"\xff\xfe", content_type="application/octet-stream")
+        element = mapping.cpim_to_message(operation, ADDRESSES, carry_cpim=False)
+        self.assertEqual(list(element.elements(mapping.NS_CLIENT, "body")), [])
 
     def test_latin1_not_mapped(self):
         operation = self.message(body="é".encode("latin-1"), content_type="text/plain; charset=iso-8859-1")
@@ -208,8 +225,10 @@ class PresenceTests(unittest.TestCase):
 
     def test_zero_tuple_pidf(self):
         document = build_pidf(parse_uri("pres:romeo@sip.example"))
-        self.assertEqual(mapping.pidf_to_presences(document, parse_uri("pres:romeo@sip.example"),
-                                                   JID("juliet@example.com"), ADDRESSES), [])
+        # Nothing is known of romeo (RFC 3863 §4.1): XMPP shows that as offline, from the bare JID.
+        [offline] = mapping.pidf_to_presences(document, parse_uri("pres:romeo@sip.example"),
+                                              JID("juliet@example.com"), ADDRESSES)
+        self.assertEqual((offline["from"], offline["type"]), ("romeo\\40sip.example@gw.example.net", "unavailable"))
         document = build_pidf(parse_uri("pres:romeo@sip.example"), notes=[Note("gone fishing")])
         [only] = mapping.pidf_to_presences(document, parse_uri("pres:romeo@sip.example"),
                                            JID("juliet@example.com"), ADDRESSES)
@@ -228,3 +247,10 @@ class ErrorReplyTests(unittest.TestCase):
         self.assertEqual((reply["from"], reply["to"], reply["id"], reply["type"]),
                          ("b@example.net", "a@example.com/r", "x1", "error"))
         self.assertEqual(mapping.stanza_error_condition(reply), ("item-not-found", "no such user"))
+
+
+def _swap(element):
+    """The stanza as it would come back: the same element, the carriage removed (a third party drops it)."""
+    copy = mapping.parse_fragment(element.toXml())
+    copy.children = [c for c in copy.children if getattr(c, "uri", None) != mapping.NS_XMPP]
+    return copy

@@ -169,4 +169,6 @@ class RoundTripTests(unittest.TestCase):
                   "<show>xa</show><status>zzz</status><priority>5</priority></presence>")
         content = to_pidf(stanza)
         back = mapping.pidf_to_presences(parse_pidf(content.body), JULIET, WATCHER, ADDRESSES)
-        self.assertEqual([element.toXml() for element in back], [read_stanza(stanza.encode()).toXml()])
+        # The same stanza, with the PIDF timestamp of its arrival as XEP-0203 delay (RFC 3863 §4.1.7).
+        expected = stanza.replace("</presence>", f"<delay xmlns='urn:xmpp:delay' stamp='{STAMP}'/></presence>")
+        self.assertEqual([element.toXml() for element in back], [read_stanza(expected.encode()).toXml()])
