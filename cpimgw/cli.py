@@ -4,7 +4,9 @@
 
     cpimgw check-config [FILE]             "ok: FILE" (exit 0) or the one error line (exit 2)
     cpimgw parse FORMAT FILE               JSON of the unit ('-' = stdin)
-    cpimgw translate --from A --to B FILE  A -> CPIM operation -> B, bytes to stdout
+    cpimgw translate --from A --to B [--config TOML] FILE
+                                           A -> CPIM operation -> B, bytes to stdout; with
+                                           --config, addresses map as that deployment's do
     cpimgw adapters                        the IAdapterFactory plugins found
     cpimgw formats                         the INativeCodec plugins found
     cpimgw version
@@ -155,8 +157,28 @@ def _parse(args: argparse.Namespace, out: TextIO, stdin: BinaryIO) -> int:
     return EXIT_OK
 
 
-def _translate(args: argparse.Namespace, out_bytes: BinaryIO, stdin: BinaryIO) -> int:
+def _configured_codecs(path: str | None) -> dict[str, Any]:
+    """The codecs, each configured as its adapter in the configuration ``path`` maps (``for_settings``)."""
     codecs = find_codecs()
+    if path is None:
+        return codecs
+    from cpimgw.config import load_config
+    from cpimgw.cpim.errors import ConfigError
+
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        raise _Failed(_describe(error)) from None
+    for name, codec in list(codecs.items()):
+        adapter = config.adapter(name)
+        for_settings = getattr(codec, "for_settings", None)
+        if adapter is not None and callable(for_settings):
+            codecs[name] = for_settings(dict(adapter.settings))
+    return codecs
+
+
+def _translate(args: argparse.Namespace, out_bytes: BinaryIO, stdin: BinaryIO) -> int:
+    codecs = _configured_codecs(args.config)
     source = _codec(codecs, args.source)
     target = _codec(codecs, args.target)
     data = _read(args.file, stdin)
@@ -216,6 +238,8 @@ def build_parser(out: TextIO, err: TextIO) -> argparse.ArgumentParser:
     )
     p.add_argument("--from", dest="source", required=True, metavar="A", help="the input format")
     p.add_argument("--to", dest="target", required=True, metavar="B", help="the output format")
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="map addresses as this configuration's adapters do (their domains)")
     p.add_argument("file", metavar="FILE", help="the file, '-' for stdin")
 
     for command in find_commands().values():

@@ -54,6 +54,22 @@ def _address_uri(address: Any, what: str) -> CPIMURI:
     raise URIError(f"{what} has no URI", syntax="message/cpim")
 
 
+def _read_cpim(data: bytes) -> Any:
+    """Parse a Message/CPIM object without honouring ``Require``: parsing or translating is not rendering.
+
+    ``Require`` binds whoever renders the message for a user (RFC 3862
+    §3.5): the adapter that writes it into a native form that drops the
+    headers (XMPP refuses it there), never the parser or ``cpimgw parse``.
+    """
+    from cpimgw.cpim.errors import NotUnderstoodError
+    from cpimgw.cpim.message import parse_message
+
+    try:
+        return parse_message(data)
+    except NotUnderstoodError as error:
+        return parse_message(data, understood=frozenset(error.names))
+
+
 @implementer(INativeCodec, IPlugin)
 class CPIMCodec:
     """``cpim``: one Message/CPIM object (RFC 3862)."""
@@ -62,14 +78,10 @@ class CPIMCodec:
     description = "Message/CPIM (RFC 3862)"
 
     def parse(self, data: bytes) -> dict[str, Any]:
-        from cpimgw.cpim.message import parse_message
-
-        return parse_message(data).to_dict()
+        return _read_cpim(data).to_dict()
 
     def to_operation(self, data: bytes) -> Message:
-        from cpimgw.cpim.message import parse_message
-
-        message = parse_message(data)
+        message = _read_cpim(data)
         recipients = list(message.recipients)
         if not recipients:
             raise ParseError("the message has no To header", syntax="message/cpim")

@@ -160,6 +160,7 @@ class Cell:
     losses: tuple[Loss, ...] = ()
     carriage: tuple[Carriage, ...] = ()
     must_be_full: bool = False
+    fields: int = 0
 
     @property
     def percent(self) -> float:
@@ -377,8 +378,10 @@ def xmpp_fields(data: bytes, codec: Any) -> Fields:
     lang = attributes.get("xml:lang")
     _put(values, "from", attributes.get("from"))
     _put(values, "type", attributes.get("type"))
-    if kind == "message":
+    if kind == "message" or attributes.get("type") in ("subscribe", "unsubscribe", "probe", "subscribed",
+                                                         "unsubscribed"):
         _put(values, "to", attributes.get("to"))
+    if kind == "message":
         _put(values, "id", attributes.get("id"))
     for name, value in attributes.items():
         if name not in ("from", "to", "type", "id", "xml:lang"):
@@ -454,9 +457,11 @@ XMPP_PROFILE = Profile(
     excluded={
         "presence id": "the id of a broadcast presence tracks errors on one hop (RFC 6120 §8.1.3); "
                        "the gateway answers them itself and a PIDF document has no stanza id",
-        "presence to": "an available/unavailable presence is a broadcast: the server addresses one copy to "
-                       "each contact, the gateway publishes it once and addresses one copy to each watcher "
-                       "(RFC 3922 §5.1, RFC 6121 §4.4)",
+        "to of an available/unavailable presence": "a broadcast: the server addresses one copy to each contact, "
+                       "the gateway publishes it once and addresses one copy to each watcher "
+                       "(RFC 3922 §5.1, RFC 6121 §4.4); the to of a subscription request is compared",
+        "id of a subscription request": "pairs the request with its error on one hop (RFC 6120 §8.1.3); a "
+                                        "SUBSCRIBE or PRIM SUBSCRIBE has its own transaction",
         "order of children": "XMPP gives sibling order no meaning across body/subject/thread/extensions; "
                              "Message/CPIM headers and PIDF have their own fixed order",
         "inherited xml:lang": "a child's language is compared as its effective language, the stanza's own "
@@ -525,9 +530,20 @@ SIP_HOP_HEADERS = {
     "date of a NOTIFY/PUBLISH": "the time of this request on this hop; the presence time travels in the PIDF "
                                 "<timestamp> (RFC 3863 §4.1.7)",
     "Content-Type parameters of a PIDF body": "the XML declaration carries the encoding (RFC 3023 §3.2)",
+    "URI parameters other than gr (transport, lr, maddr, user...)": "they say how to reach a URI, not whose it is "
+        "(RFC 3261 §19.1.1, §19.1.4: compared URIs ignore them unless both have them); gr names the instance "
+        "(RFC 5627 §4.2) and is compared",
+    "From/To header parameters": "tag is dialog state (RFC 3261 §19.3); no other From/To parameter is defined "
+                                 "for a user address (RFC 3261 §20.20, §20.39)",
 }
-_SIP_NATIVE = {"from", "to", "subject", "content-language", "content-type", "date", "expires", "event",
-               "subscription-state"}
+_SIP_ADDRESSING = {"from", "to", "content-type", "event"}
+#: The headers each method's fields read natively; any other header is compared as it is (``header.*``).
+_SIP_NATIVE_BY_METHOD = {
+    "MESSAGE": _SIP_ADDRESSING | {"subject", "content-language", "date"},
+    "SUBSCRIBE": _SIP_ADDRESSING | {"expires"},
+    "PUBLISH": _SIP_ADDRESSING | {"expires", "date"},
+    "NOTIFY": _SIP_ADDRESSING | {"subscription-state", "date"},
+}
 
 
 def _headers_by_name(parsed: dict[str, Any]) -> tuple[dict[str, list[str]], Callable[[str], str | None]]:
@@ -598,8 +614,9 @@ def sip_fields(data: bytes, codec: Any) -> Fields:
                 pidf_fields(octets, values, carried)
             else:
                 _put(values, "body", _text_or_b64(octets))
+    native = _SIP_NATIVE_BY_METHOD.get(method, _SIP_ADDRESSING)
     for name, items in headers.items():
-        if name in _SIP_NATIVE or name in SIP_HOP_HEADERS:
+        if name in native or name in SIP_HOP_HEADERS:
             continue
         values[f"header.{name}"] = tuple(items)
     return Fields(values, frozenset(carried))
@@ -673,8 +690,11 @@ def prim_fields(data: bytes, codec: Any) -> Fields:
             values["datetime"] = _rfc1123(first("date"))
     else:
         duration = first("duration")
-        if method == "NOTIFY":
+        if method in ("NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE"):
             _put(values, "duration", duration)
+            _put(values, "instance", first("x-from-instance"))
+        elif method == "FETCH":
+            _put(values, "instance", first("x-from-instance"))
         else:
             _put(values, "tuple-id", first("tuple-id"))
             pi_type = first("pi-type") or "permanent"
@@ -832,7 +852,18 @@ def _merge(parts: Sequence[Fields]) -> Fields:
     return Fields(values, carried)
 
 
+def _is_record(value: Any) -> bool:
+    """A :func:`_norm` form of a model value: ``(TypeName, (field, value), ...)``."""
+    return (isinstance(value, tuple) and len(value) > 1 and isinstance(value[0], str) and value[0][:1].isupper()
+            and all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value[1:]))
+
+
+_SCHEME = re.compile(r"^(?:sips?|im|pres|xmpp):", re.IGNORECASE)
+
+
 def _leaves(value: Any) -> list[str]:
+    if _is_record(value):
+        return [leaf for _, item in value[1:] for leaf in _leaves(item)]  # the values, not the field names
     if isinstance(value, (tuple, list)):
         return [leaf for item in value for leaf in _leaves(item)]
     if isinstance(value, Mapping):
@@ -845,7 +876,7 @@ def _leaves(value: Any) -> list[str]:
             return _leaves(json.loads(text))  # an element in its canonical JSON form: its texts and attributes
         except ValueError:
             pass
-    text = text.strip()
+    text = _SCHEME.sub("", text.strip())  # an address is held whatever scheme the far protocol spells it with
     return [text] if len(text) >= 2 else []
 
 
@@ -856,10 +887,13 @@ def _carriage(original: Fields, far: Sequence[Fields]) -> dict[str, str]:
     for part in far:
         for key, value in part.values.items():
             (carried_text if key in part.carried else native_text).extend(_leaves(value))
-    native_blob = "\x00".join(native_text).lower()
-    carried_blob = "\x00".join(carried_text).lower()
+    # XEP-0106 escapes a foreign address in a JID's localpart (user\\40domain): read it unescaped.
+    native_blob = "\x00".join(native_text).lower().replace("\\40", "@")
+    carried_blob = "\x00".join(carried_text).lower().replace("\\40", "@")
     out = {}
     for key, value in original.values.items():
+        if key in _STRUCTURAL:
+            continue
         leaves = [leaf.lower() for leaf in _leaves(value)]
         if all(leaf in native_blob for leaf in leaves):
             out[key] = "native"
@@ -868,6 +902,10 @@ def _carriage(original: Fields, far: Sequence[Fields]) -> dict[str, str]:
         else:
             out[key] = "absent"
     return out
+
+
+#: Fields that say what kind of unit it is, not a value it carries: not counted in the one-way coverage.
+_STRUCTURAL = frozenset({"method", "stanza", "request-uri"})
 
 
 @attrs.frozen
@@ -935,6 +973,25 @@ def round_trip(unit: Unit, codec_a: Any, profile_a: Profile, far: str, codec_b: 
     return Trip(not losses, tuple(losses), carriage)
 
 
+def corpus_settings(protocol: str) -> Mapping[str, Any] | None:
+    """The adapter settings a shipped corpus is written for (its module's ``SETTINGS``), if any."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", protocol):
+        return None
+    try:
+        module = importlib.import_module(f"cpimgw.fidelity_corpus.{protocol}")
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, "SETTINGS", None)
+
+
+def configured(name: str, codec: Any, settings: Mapping[str, Any] | None = None) -> Any:
+    """The codec as an adapter with ``settings`` (default: its corpus's) maps, when it can be configured
+    (``for_settings``), else the codec itself."""
+    settings = settings if settings is not None else corpus_settings(name)
+    for_settings = getattr(codec, "for_settings", None)
+    return for_settings(settings) if settings is not None and callable(for_settings) else codec
+
+
 def with_carriage(codec: Any) -> Any:
     """The codec as it writes towards another cpimgw (its ``with_private_carriage()``), else itself."""
     variant = getattr(codec, "with_private_carriage", None)
@@ -956,6 +1013,7 @@ def run_matrix(
     """
     names = tuple(protocols) if protocols is not None else tuple(sorted(corpora))
     profiles = {name: profile_for(codecs[name]) for name in names}
+    codecs = {name: configured(name, codecs[name]) for name in names}
     if not native:
         codecs = {name: with_carriage(codec) for name, codec in codecs.items()}
     cells: dict[tuple[str, str], Cell] = {}
@@ -966,18 +1024,20 @@ def run_matrix(
             losses: list[Loss] = []
             counts: dict[tuple[str, str], int] = {}
             equal = 0
+            fields = 0
             units = corpora.get(source, ())
             for unit in units:
                 trip = round_trip(unit, codecs[source], profiles[source], far, codecs[far], profiles[far],
                                   native=native)
                 equal += trip.equal
+                fields += len(trip.carriage)
                 losses.extend(trip.losses)
                 for key, where in trip.carriage.items():
                     if where != "native":
                         counts[(key, where)] = counts.get((key, where), 0) + 1
             carriage = tuple(Carriage(source, far, key, where, n) for (key, where), n in sorted(counts.items()))
             full = {MEDIA_CPIM, MEDIA_PIDF} <= profiles[far].carries
-            cells[(source, far)] = Cell(source, far, len(units), equal, tuple(losses), carriage, full)
+            cells[(source, far)] = Cell(source, far, len(units), equal, tuple(losses), carriage, full, fields)
     return Matrix(names, cells, profiles, native)
 
 
@@ -989,12 +1049,11 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def format_matrix(matrix: Matrix, *, verbose: bool = False) -> str:
-    """The matrix (rows: source, columns: far protocol), then every field that did not survive."""
+def _table(matrix: Matrix, title: str, mark_full: bool) -> list[str]:
     names = matrix.protocols
     width = max([len("source \\ far")] + [len(n) for n in names])
     column = 18
-    lines = ["round trip source -> far -> source: units equal in every field CPIM can express", ""]
+    lines = [title, ""]
     lines.append("source \\ far".ljust(width) + "".join(n.rjust(column) for n in names))
     for source in names:
         row = source.ljust(width)
@@ -1003,11 +1062,51 @@ def format_matrix(matrix: Matrix, *, verbose: bool = False) -> str:
                 row += "-".rjust(column)
                 continue
             cell = matrix.cell(source, far)
-            mark = "" if not cell.must_be_full else "*"
+            mark = "*" if mark_full and cell.must_be_full else ""
             row += f"{cell.equal}/{cell.total} {cell.percent:5.1f}%{mark}".rjust(column)
         lines.append(row)
+    return lines
+
+
+def coverage(cell: Cell) -> tuple[int, int]:
+    """``(fields the far unit holds, fields)`` over the cell's units: one-way coverage.
+
+    Held: found by value in the far unit's own fields, or inside the
+    Message/CPIM object or PIDF document it carries as its standard body
+    (RFC 3862 in SIP and PRIM, RFC 3863); with the private carriage
+    stripped, nothing else.  By value, so approximate where two protocols
+    spell an address differently (an XEP-0106 escaped JID).
+    """
+    total = cell.fields
+    absent = sum(c.units for c in cell.carriage if c.where == "absent")
+    return total - absent, total
+
+
+def format_matrix(matrix: Matrix, *, verbose: bool = False, carriage: Matrix | None = None) -> str:
+    """The native matrix (rows: source, columns: far protocol), the carriage matrix when given, the one-way
+    coverage of each path, every field that did not survive, and what is not compared and why."""
+    names = matrix.protocols
+    lines = _table(matrix, "round trip source -> far -> source, native (no private carriage; far units as "
+                           "bytes, re-parsed as a third-party peer returns them): units equal in every field "
+                           "CPIM can express", True)
     lines.append("")
     lines.append("* the far protocol carries Message/CPIM and PIDF as they are: must be 100%")
+    if carriage is not None:
+        lines.append("")
+        lines.extend(_table(carriage, "the same between two cpimgw gateways (private carriage negotiated, "
+                                      "XEP-0030):", False))
+    lines.append("")
+    lines.append("one way source -> far: share of the source's fields the far unit holds in a standard place "
+                 "(by value)")
+    for source in names:
+        parts = []
+        for far in names:
+            if far == source:
+                continue
+            native, total = coverage(matrix.cell(source, far))
+            share = 100.0 * native / total if total else 100.0
+            parts.append(f"-> {far} {native}/{total} {share:5.1f}%")
+        lines.append(f"  {source.ljust(6)} " + "   ".join(parts))
     losses = matrix.losses
     lines.append("")
     if not losses:
@@ -1019,10 +1118,15 @@ def format_matrix(matrix: Matrix, *, verbose: bool = False) -> str:
             if verbose:
                 lines.append(f"      sent:     {_short(loss.original, 160)}")
                 lines.append(f"      returned: {_short(loss.returned, 160)}")
+    if carriage is not None and carriage.losses:
+        lines.append("")
+        lines.append(f"with the private carriage, fields that did not survive ({len(carriage.losses)}):")
+        for loss in carriage.losses:
+            lines.append(f"  {loss.source} -> {loss.far} -> {loss.source}  {loss.unit}  {loss.field}: {loss.reason}")
     if verbose:
         lines.append("")
         lines.append("one way (by value: approximate where the two protocols spell addresses differently): "
-                 "fields with no native place in the far protocol")
+                     "fields with no native place in the far protocol")
         for source in names:
             for far in names:
                 if far == source:
@@ -1033,15 +1137,15 @@ def format_matrix(matrix: Matrix, *, verbose: bool = False) -> str:
                 lines.append(f"  {source} -> {far}:")
                 lines.append("    only inside the carried Message/CPIM or PIDF: " + (", ".join(carried) or "none"))
                 lines.append("    not found in the far unit: " + (", ".join(absent) or "none"))
-        lines.append("")
-        lines.append("not compared, and why:")
-        for name in names:
-            profile = matrix.profiles.get(name)
-            if profile is None:
-                continue
-            for what, why in profile.excluded.items():
-                lines.append(f"  {name}: {what}: {why}")
-            for what, why in profile.generated.items():
-                lines.append(f"  {name}: {what} (may be added when absent): {why}")
+    lines.append("")
+    lines.append("not compared, and why:")
+    for name in names:
+        profile = matrix.profiles.get(name)
+        if profile is None:
+            continue
+        for what, why in profile.excluded.items():
+            lines.append(f"  {name}: {what}: {why}")
+        for what, why in profile.generated.items():
+            lines.append(f"  {name}: {what} (may be added when absent): {why}")
     return "\n".join(lines) + "\n"
 

@@ -195,6 +195,50 @@ class MatrixTests(unittest.TestCase):
         loss = next(line for line in lines if line.startswith("  sip -> xmpp -> sip  message-cpim-require  *: "))
         self.assertIn("NotUnderstoodError", loss)
 
+    def test_native_matrix_is_the_headline_and_at_least_95_percent_everywhere(self):
+        self.assertTrue(self.matrix.native)
+        for (source, far), cell in self.matrix.cells.items():
+            self.assertGreaterEqual(cell.percent, 95.0, (source, far))
+
+    def test_native_far_units_hold_no_private_carriage(self):
+        # Every far XMPP unit of the native matrix is what a third party returns: no urn:x-cpimgw:xmpp element.
+        codecs = find_codecs()
+        for source in ("sip", "prim"):
+            for unit in fidelity.load_corpus(source, codec=codecs[source]):
+                try:
+                    far = codecs["xmpp"].from_operation(codecs[source].to_operation(unit.data))
+                except Exception:  # noqa: BLE001 - a unit XMPP refuses (Require) is a listed loss
+                    continue
+                self.assertNotIn(b"urn:x-cpimgw:xmpp", far, unit.name)
+
+    def test_carriage_matrix_between_two_gateways(self):
+        codecs = find_codecs()
+        corpora = {name: fidelity.load_corpus(name, codec=codecs[name]) for name in PROTOCOLS}
+        carriage = fidelity.run_matrix(codecs, corpora, protocols=PROTOCOLS, native=False)
+        self.assertFalse(carriage.native)
+        far = fidelity.with_carriage(codecs["xmpp"]).from_operation(codecs["sip"].to_operation(SIP_TEXT))
+        self.assertIn(b"urn:x-cpimgw:xmpp", far)
+        for key, cell in carriage.cells.items():
+            self.assertGreaterEqual(cell.percent, self.matrix.cell(*key).percent, key)
+
+    def test_corpora_cover_every_operation(self):
+        codecs = find_codecs()
+        kinds = {name: {type(codecs[name].to_operation(unit.data)).__name__
+                        for unit in fidelity.load_corpus(name, codec=codecs[name])} for name in PROTOCOLS}
+        for name in PROTOCOLS:
+            self.assertLessEqual({"Message", "Subscribe", "Publish"}, kinds[name], name)
+        for name in ("sip", "prim"):
+            self.assertIn("Notify", kinds[name], name)
+        states = set()
+        for name in ("sip", "prim"):
+            for unit in fidelity.load_corpus(name, codec=codecs[name]):
+                operation = codecs[name].to_operation(unit.data)
+                if type(operation).__name__ == "Notify":
+                    states.add((operation.state.value, operation.reason.value if operation.reason else None))
+        self.assertLessEqual({("active", None), ("pending", None), ("terminated", "timeout"),
+                              ("terminated", "rejected"), ("terminated", "noresource"), ("terminated", "giveup"),
+                              ("terminated", "probation")}, states)
+
     def test_sip_and_prim_carry_each_other_whole(self):
         for source, far in (("sip", "prim"), ("prim", "sip")):
             cell = self.matrix.cell(source, far)
@@ -238,6 +282,17 @@ class CommandTests(unittest.TestCase):
         status, out, err = self.run_command("--protocol", "nope", "--protocol", "sip")
         self.assertEqual(status, 2)
         self.assertIn("unknown protocol 'nope'", err)
+
+    def test_prints_both_matrices_coverage_and_what_is_not_compared(self):
+        status, out, _ = self.run_command("--protocol", "sip", "--protocol", "xmpp")
+        self.assertEqual(status, 0)
+        self.assertTrue(out.startswith("round trip source -> far -> source, native"))
+        self.assertIn("the same between two cpimgw gateways (private carriage negotiated, XEP-0030):", out)
+        self.assertIn("one way source -> far:", out)
+        self.assertIn("not compared, and why:", out)
+        self.assertIn("xmpp: <cpim xmlns='urn:x-cpimgw:xmpp'/>:", out)
+        status, out, _ = self.run_command("--protocol", "sip", "--protocol", "xmpp", "--native-only")
+        self.assertNotIn("two cpimgw gateways", out)
 
     def test_verbose_says_what_is_not_compared(self):
         status, out, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--verbose", "--corpus", self.corpus)

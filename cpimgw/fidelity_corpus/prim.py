@@ -107,4 +107,29 @@ _PUBLISHES = [
     _publish("legacy", [("Tuple-ID", "im%3Abob%40prim.example"), ("PI-Type", "permanent")], LEGACY, "application/presence"),
 ]
 
-UNITS = tuple(_SENDS + _NOTIFIES + _PUBLISHES)
+_SENDS.append(_send("message-id-at-sign", [("Message-ID", "20101113.77@prim.localhost"),
+                                          ("Conversation-ID", "conv-20101113"), ("Date", "Sat, 13 Nov 2010 23:29:00 GMT"),
+                                          ("Content-Type", "text/plain; charset=utf-8")], b"ids with an at sign"))
+# Every subscription state a NOTIFY can report (RFC 3859 §4.4; RFC 6665 §4.1.3 reasons in X-Subscription-State).
+_NOTIFIES += [
+    _notify("pending", [("Duration", "120"), ("X-Subscription-State", "pending")], _DOCUMENTS[0][1]),
+] + [
+    _notify(f"terminated-{reason}", [("Duration", "0"), ("X-Subscription-State", f"terminated;reason={reason}")])
+    for reason in ("timeout", "rejected", "noresource", "giveup", "probation")
+]
+
+
+def _subscribe(name: str, method: str, headers: list[tuple[str, str]]) -> tuple[str, bytes]:
+    head = [("From", "pres:bob@prim.example"), ("To", "pres:alice@xmpp.example"), ("Date", DATE)] + headers
+    return (f"{method.lower()}-{name}", prim_request(method, head))
+
+
+# Subscribe, cancel (server-00: SUBSCRIBE Duration 0 with the subscription's id) and fetch (RFC 3859 §4.3).
+_SUBSCRIBES = [
+    _subscribe("one-hour", "SUBSCRIBE", [("Duration", "3600"), ("Subscription-ID", "sub-1")]),
+    _subscribe("ten-minutes", "SUBSCRIBE", [("Duration", "600"), ("Subscription-ID", "sub-2")]),
+    _subscribe("cancel", "SUBSCRIBE", [("Duration", "0"), ("Subscription-ID", "sub-1")]),
+    _subscribe("once", "FETCH", []),
+]
+
+UNITS = tuple(_SENDS + _NOTIFIES + _PUBLISHES + _SUBSCRIBES)

@@ -103,4 +103,39 @@ _NOTIFIES = [
     for i, (name, body) in enumerate(_DOCUMENTS[:3] + _DOCUMENTS[4:6] + _DOCUMENTS[7:9])
 ] + [_presence("NOTIFY", "terminated", b"", [("Subscription-State", "terminated;reason=timeout")])]
 
-UNITS = tuple(_MESSAGES + _PUBLISHES + _NOTIFIES)
+_MESSAGES += [
+    # A SIP MESSAGE with a Date and a display name (RFC 3261 §20.17, §20.20): time and name travel.
+    _message("date-display-name", [("Date", "Sat, 13 Nov 2010 23:29:00 GMT"), ("Content-Type", "text/plain")],
+             b"Wherefore art thou?", from_=f'"Romeo Montague" <{ALICE}>;tag=rm1'),
+    # RFC 3862 §5.1-like: cc, a second To with a display name, an NS extension, a DateTime with an offset.
+    _message("cpim-cc-to-ns-offset", [("Content-Type", "message/cpim")],
+             cpim([_CPIM_FROM, _CPIM_TO, "To: Carol <im:carol@prim.example>", "cc: Dave <im:dave@xmpp.example>",
+                   "DateTime: 2000-12-13T13:40:00-08:00", "Subject: the weather will be fine today",
+                   "NS: MyFeatures <mid:MessageFeatures@id.foo.com>",
+                   "MyFeatures.WackyMessageOption: Use-silly-font"],
+                  ["Content-Type: text/plain; charset=utf-8", "Content-ID: <1234567890@foo.com>"],
+                  "Here is the text of my message.")),
+]
+_NOTIFIES += [
+    _presence("NOTIFY", f"terminated-{reason}", b"", [("Subscription-State", f"terminated;reason={reason}")])
+    for reason in ("rejected", "noresource", "deactivated", "giveup", "probation")
+] + [_presence("NOTIFY", "pending-empty", b"", [("Subscription-State", "pending;expires=300")])]
+
+
+def _subscribe(name: str, expires: str, *, watcher: str = f"<{ALICE}>;tag=w1") -> tuple[str, bytes]:
+    headers = [("Via", "SIP/2.0/UDP watcher.sip.example;branch=z9hG4bK9w"), ("Max-Forwards", "70"),
+               ("From", watcher), ("To", f"<{BOB}>"), ("Call-ID", f"{name}@watcher.sip.example"),
+               ("CSeq", "1 SUBSCRIBE"), ("Event", "presence"), ("Accept", "application/pidf+xml"),
+               ("Expires", expires)]
+    return (f"subscribe-{name}", sip_request(f"SUBSCRIBE {BOB} SIP/2.0", headers))
+
+
+# SUBSCRIBE (RFC 3856, RFC 6665 §4.1): a lifetime, another, a watcher's instance (RFC 5627 gr), and Expires: 0.
+_SUBSCRIBES = [
+    _subscribe("ten-minutes", "600"),
+    _subscribe("one-hour", "3600"),
+    _subscribe("instance", "1800", watcher=f"<{ALICE};gr=kitchen>;tag=w2"),
+    _subscribe("zero", "0"),
+]
+
+UNITS = tuple(_MESSAGES + _PUBLISHES + _NOTIFIES + _SUBSCRIBES)

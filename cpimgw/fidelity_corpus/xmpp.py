@@ -12,6 +12,10 @@ networks behind the gateway domain ``gw.localhost`` (XEP-0106 escaped).
 
 from __future__ import annotations
 
+#: The ``[adapters.xmpp]`` settings the corpus is written for: its users are at xmpp.example, the users
+#: of other networks under gw.localhost (what ``cpimgw translate --config`` gives the codec).
+SETTINGS = {"domain": "gw.localhost", "xmpp_domains": ["xmpp.example"]}
+
 A = "from='juliet@xmpp.example/balcony' to='romeo\\40sip.example@gw.localhost'"
 B = "from='juliet@xmpp.example/balcony' to='bob\\40prim.example@gw.localhost'"
 P = "from='juliet@xmpp.example/balcony' to='romeo\\40sip.example@gw.localhost'"
@@ -71,5 +75,32 @@ _PRESENCES = [
                              "<priority>0</priority><x xmlns='vcard-temp:x:update'><photo>abc</photo></x></presence>"),
 ]
 
+_MESSAGES += [
+    ("nick-delay-thread", f"<message {A} type='chat' id='m-7'><body>hello</body><thread>conv-1</thread>"
+                          "<nick xmlns='http://jabber.org/protocol/nick'>Juliet C.</nick>"
+                          "<delay xmlns='urn:xmpp:delay' stamp='2010-11-13T23:29:00Z'/></message>"),
+    ("shim-headers", f"<message {A}><body>with headers</body><headers xmlns='http://jabber.org/protocol/shim'>"
+                     "<header name='Priority'>urgent</header><header name='In-Reply-To'>123@example</header>"
+                     "</headers></message>"),
+]
+_PRESENCES += [
+    ("mood-activity", f"<presence {P}><show>away</show><mood xmlns='http://jabber.org/protocol/mood'><happy/>"
+                      "<text>sunny</text></mood><activity xmlns='http://jabber.org/protocol/activity'><eating>"
+                      "<having_lunch/></eating></activity></presence>"),
+    ("idle", f"<presence {P}><show>xa</show><idle xmlns='urn:xmpp:idle:1' since='2010-11-13T22:00:00Z'/></presence>"),
+    ("delay", f"<presence {P}><status>set earlier</status>"
+              "<delay xmlns='urn:xmpp:delay' stamp='2010-11-13T21:00:00Z'/></presence>"),
+]
+# Subscription requests (RFC 6121 §3): subscribe (default and with a SHIM Expires), from a resource,
+# unsubscribe, and probe (a fetch, RFC 3922 §5.3).
+_SUBSCRIPTIONS = [
+    ("subscribe", f"<presence {P} type='subscribe'/>"),
+    ("subscribe-expires", f"<presence {P} type='subscribe'><headers xmlns='http://jabber.org/protocol/shim'>"
+                          "<header name='Expires'>600</header></headers></presence>"),
+    ("unsubscribe", f"<presence {P} type='unsubscribe'/>"),
+    ("probe", f"<presence {P} type='probe'/>"),
+]
+
 UNITS = tuple((f"message-{name}", xml.encode("utf-8")) for name, xml in _MESSAGES) + tuple(
-    (f"presence-{name}", xml.encode("utf-8")) for name, xml in _PRESENCES)
+    (f"presence-{name}", xml.encode("utf-8")) for name, xml in _PRESENCES) + tuple(
+    (f"presence-{name}", xml.encode("utf-8")) for name, xml in _SUBSCRIPTIONS)

@@ -8,7 +8,13 @@ directory: it extends Twisted's ``twisted.plugins``.
 
 ::
 
-    cpimgw fidelity [--protocol P ...] [--corpus DIR] [--verbose] [--strict]
+    cpimgw fidelity [--protocol P ...] [--corpus DIR] [--verbose] [--strict] [--native-only]
+
+The headline is the native matrix: every path with the private carriage off
+and every far unit stripped of it, serialised and re-parsed as a third-party
+peer would return it; then the same between two cpimgw gateways (carriage
+negotiated), the one-way coverage of each path, the losses and what is not
+compared (with the RFC section that says why).
 
 Exit status 0, or 1 with ``--strict`` when any field was lost; 2 on an error
 (unknown protocol, unreadable corpus).
@@ -48,7 +54,8 @@ def _run(args, out, err):
         err.write("cpimgw: fidelity: needs the corpora of at least two protocols\n")
         return EXIT_ERROR
     matrix = fidelity.run_matrix(codecs, corpora, protocols=names)
-    out.write(fidelity.format_matrix(matrix, verbose=args.verbose))
+    carriage = None if args.native_only else fidelity.run_matrix(codecs, corpora, protocols=names, native=False)
+    out.write(fidelity.format_matrix(matrix, verbose=args.verbose, carriage=carriage))
     return EXIT_LOSS if args.strict and matrix.losses else EXIT_OK
 
 
@@ -71,7 +78,9 @@ class FidelityCommand:
                             help="read the units from DIR/<protocol>/* instead of the shipped corpora")
         parser.add_argument("--verbose", action="store_true",
                             help="also the values sent and returned, the one-way carriage and what is not compared")
-        parser.add_argument("--strict", action="store_true", help="exit 1 if any field was lost")
+        parser.add_argument("--strict", action="store_true", help="exit 1 if any field was lost (native matrix)")
+        parser.add_argument("--native-only", action="store_true",
+                            help="leave out the matrix between two cpimgw gateways (private carriage)")
         parser.set_defaults(run=lambda args: _run(args, out, err))
         return parser
 

@@ -43,10 +43,25 @@ class XMPPNativeCodec:
 
     name = "xmpp"
 
-    def _codec(self):
-        from cpimgw.adapters.xmpp.codec import XMPPCodec
+    def __init__(self, settings=None, private_carriage=False):
+        self._settings = dict(settings or {})
+        self._private_carriage = private_carriage
 
-        return XMPPCodec()
+    def _codec(self):
+        from cpimgw.adapters.xmpp.codec import DEFAULT_GATEWAY, DEFAULT_SUBSCRIPTION_DURATION, XMPPCodec
+
+        settings = self._settings
+        return XMPPCodec(settings.get("domain", DEFAULT_GATEWAY), private_carriage=self._private_carriage,
+                         subscription_duration=settings.get("subscription_duration", DEFAULT_SUBSCRIPTION_DURATION),
+                         xmpp_domains=tuple(settings.get("xmpp_domains", ())))
+
+    def for_settings(self, settings):
+        """The codec as the adapter of ``[adapters.xmpp]`` maps (``cpimgw translate --config``)."""
+        return XMPPNativeCodec(settings, self._private_carriage)
+
+    def with_private_carriage(self):
+        """The codec as it writes towards another cpimgw (the private carriage, negotiated by XEP-0030)."""
+        return XMPPNativeCodec(self._settings, True)
 
     def parse(self, data):
         return self._codec().parse(data)

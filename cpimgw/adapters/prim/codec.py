@@ -65,7 +65,7 @@ def from_operation(operation: Any, *, request_id: str = "1") -> bytes:
         headers, body = mapping.message_to_send(operation, now=now)
         return wire.Request("SEND", request_id, tuple(headers), body).to_bytes()
     if isinstance(operation, Subscribe):
-        method, headers = mapping.subscribe_to_request(operation, now=now)
+        method, headers = mapping.subscribe_to_request(operation, now=now, fetch_method=True)
         return wire.Request(method, request_id, tuple(headers)).to_bytes()
     if isinstance(operation, Notify):
         headers, body = mapping.notify_to_request(operation, now=now)

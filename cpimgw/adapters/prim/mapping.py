@@ -70,6 +70,8 @@ from cpimgw.cpim.operations import (
     Subscribe,
     SubscriptionState,
     TerminationReason,
+    is_fetch_id,
+    new_fetch_id,
     new_id,
 )
 from cpimgw.cpim.operations import Response as CPIMResponse
@@ -345,11 +347,16 @@ def message_to_send(message: Message, *, now: float, astrength: Optional[str] = 
 
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9!$&'*.+\-/=?_~%:;@,]+$")
-_UNRESERVED = re.compile(r"[^A-Za-z0-9!$&'*.+\-/=?_~%]")
+_UNRESERVED = re.compile(r"[^A-Za-z0-9!$&'*.+\-/=?_~%@]")
 
 
 def _token(value: str) -> str:
-    """``1*(unreserved / escaped)``: %-escape anything else."""
+    """``1*(unreserved / escaped)``: %-escape anything else.
+
+    ``@`` stays as it is: PRIM user agents write ``local@domain`` Message-IDs
+    (RFC 2822 §3.6.4 ``msg-id`` form) and read them back verbatim; an escaped
+    ``%40`` would be another id to them.
+    """
     return _UNRESERVED.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode("utf-8")), value)
 
 
@@ -380,9 +387,13 @@ def subscribe_from_request(request: Request, *, origin: str, known_id: Optional[
     watcher = prim_address(request.header("From"), PRES, "From")
     target = prim_address(request.header("To"), PRES, "To")
     if request.method == "UNSUBSCRIBE":
-        return Subscribe(watcher, target, 0, subscript_id=known_id or new_id(), origin=origin)
+        return Subscribe(watcher, target, 0, subscript_id=known_id or new_id(), origin=origin,
+                         watcher_instance=unescape_token(request.header(FROM_INSTANCE_HEADER) or "") or None)
+    instance = request.header(FROM_INSTANCE_HEADER)
+    watcher_instance = unescape_token(instance) if instance else None
     if request.method == "FETCH":
-        return Subscribe(watcher, target, 0, subscript_id=new_id(), origin=origin)
+        return Subscribe(watcher, target, 0, subscript_id=new_fetch_id(), origin=origin,
+                         watcher_instance=watcher_instance)
     duration_text = request.header("Duration")
     if duration_text is None:
         raise PrimError("SUBSCRIBE needs a Duration")
@@ -392,11 +403,16 @@ def subscribe_from_request(request: Request, *, origin: str, known_id: Optional[
     subscript_id = request.header("Subscription-ID") or known_id or new_id()
     max_forwards = int(request.header(MAX_FORWARDS_HEADER) or DEFAULT_MAX_FORWARDS)
     return Subscribe(watcher, target, duration, subscript_id=subscript_id[:160], origin=origin,
-                     max_forwards=max_forwards)
+                     max_forwards=max_forwards, watcher_instance=watcher_instance)
 
 
-def subscribe_to_request(op: Subscribe, *, now: float, astrength: Optional[str] = None) -> tuple[str, list[tuple[str, str]]]:
-    """Hub ``subscribe`` -> (method, headers): server-00 SUBSCRIBE (Duration 0 for cancel and fetch)."""
+def subscribe_to_request(op: Subscribe, *, now: float, astrength: Optional[str] = None,
+                         fetch_method: bool = False) -> tuple[str, list[tuple[str, str]]]:
+    """Hub ``subscribe`` -> (method, headers): server-00 SUBSCRIBE (Duration 0 for cancel and fetch).
+
+    :param fetch_method: a fetch (:func:`cpimgw.cpim.operations.is_fetch_id`) is the -01 ``FETCH``
+        command (``cpimgw translate``; a server-00 peer gets SUBSCRIBE Duration 0).
+    """
     headers = [
         ("From", str(op.watcher.as_pres())),
         ("To", str(op.target.as_pres())),
@@ -405,8 +421,13 @@ def subscribe_to_request(op: Subscribe, *, now: float, astrength: Optional[str] 
         ("Date", format_date(now_utc(now))),
         (MAX_FORWARDS_HEADER, str(op.max_forwards)),
     ]
+    if op.watcher_instance:
+        headers.append((FROM_INSTANCE_HEADER, _token(op.watcher_instance)))  # the watcher's device (RFC 7248 §4)
     if astrength:
         headers.append(("AStrength", astrength))
+    if fetch_method and op.duration == 0 and is_fetch_id(op.subscript_id):
+        # -01 §13: FETCH asks for the state once; it names no subscription.
+        return "FETCH", [(name, value) for name, value in headers if name not in ("Duration", "Subscription-ID")]
     return "SUBSCRIBE", headers
 
 

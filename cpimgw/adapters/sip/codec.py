@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from typing import Any
 
 from cpimgw.cpim.errors import ParseError
-from cpimgw.cpim.operations import Message, Notify, Publish, Subscribe
+from cpimgw.cpim.operations import FETCH_PREFIX, Message, Notify, Publish, Subscribe, is_fetch_id
 from cpimgw.adapters.sip import mapping
 from cpimgw.adapters.sip.wire import Request, Response, parse_message
 
@@ -80,6 +80,8 @@ class SipCodec:
             return mapping.message_from_sip(message)
         if message.method == "SUBSCRIBE":
             sid = mapping.subscript_id_for(message.call_id, message.from_.tag)
+            if message.expires == 0 and message.call_id.startswith(FETCH_PREFIX):
+                sid = message.call_id.split("@", 1)[0]  # a fetch's own dialog (see from_operation)
             return mapping.subscribe_from_sip(message, subscript_id=sid)
         if message.method == "NOTIFY":
             watcher = mapping.sip_to_cpim(message.to.uri, "pres").uri
@@ -115,6 +117,10 @@ class SipCodec:
                 headers.append(("Content-Type", ctype))
             request = Request("NOTIFY", mapping.cpim_to_sip(operation.watcher), tuple(headers), body)
         elif isinstance(operation, Subscribe):
+            if operation.duration == 0 and is_fetch_id(operation.subscript_id):
+                # RFC 6665 §4.4.3: a fetch is an Expires: 0 SUBSCRIBE that opens a dialog of its own;
+                # the codec names that dialog after the fetch, so the translation back knows it.
+                call_id = f"{operation.subscript_id}@gateway.invalid"
             request = Request("SUBSCRIBE", mapping.cpim_to_sip(operation.target), (
                 ("From", f"<{mapping.cpim_to_sip(operation.watcher, operation.watcher_instance)}>;tag={tag}"),
                 ("To", f"<{mapping.cpim_to_sip(operation.target)}>"),

@@ -111,22 +111,30 @@ class XMPPCodec:
     name = "xmpp"
 
     def __init__(self, gateway_domain: str = DEFAULT_GATEWAY, *, private_carriage: bool = False,
-                 subscription_duration: int = DEFAULT_SUBSCRIPTION_DURATION) -> None:
+                 subscription_duration: int = DEFAULT_SUBSCRIPTION_DURATION,
+                 xmpp_domains: tuple[str, ...] = ()) -> None:
         self.gateway_domain = gateway_domain
         self.private_carriage = private_carriage
         self.subscription_duration = subscription_duration
+        #: The XMPP users' domains of a configuration (``cpimgw translate --config``); empty: decided per
+        #: operation from its addresses (see the module docstring).
+        self.xmpp_domains = tuple(xmpp_domains)
+
+    def _addresses(self, *guess: str) -> AddressMap:
+        return AddressMap(self.gateway_domain, self.xmpp_domains or guess)
 
     def with_private_carriage(self) -> "XMPPCodec":
         """The same codec writing the private ``<cpim/>``/``<pidf/>`` carriage, as the adapter does towards
         a peer that advertises :data:`.rules.FEATURE_CARRIAGE` (another cpimgw)."""
-        return XMPPCodec(self.gateway_domain, private_carriage=True, subscription_duration=self.subscription_duration)
+        return XMPPCodec(self.gateway_domain, private_carriage=True, subscription_duration=self.subscription_duration,
+                         xmpp_domains=self.xmpp_domains)
 
     def parse(self, data: bytes) -> dict[str, Any]:
         return element_dict(read_stanza(data))
 
     def to_operation(self, data: bytes) -> Operation:
         stanza = read_stanza(data)
-        addresses = AddressMap(self.gateway_domain)
+        addresses = AddressMap(self.gateway_domain, self.xmpp_domains)
         try:
             if stanza.name == "message":
                 return mapping.message_to_cpim(
@@ -230,19 +238,21 @@ class XMPPCodec:
     def from_operation(self, operation: Operation) -> bytes:
         if isinstance(operation, Message):
             domain = self._xmpp_domain(operation, self.gateway_domain)
-            addresses = AddressMap(self.gateway_domain, (domain,))
+            addresses = self._addresses(domain)
             # As the adapter does by default (carry_cpim): a message from another network also
             # carries its Message/CPIM octets unmodified, so nothing XMPP cannot express is lost.
             return mapping.cpim_to_message(
                 operation, addresses,
                 carry_cpim=self.private_carriage and operation.origin != "xmpp").toXml().encode("utf-8")
         if isinstance(operation, Subscribe):
-            addresses = AddressMap(self.gateway_domain, (operation.watcher.domain_key,))
-            return mapping.subscribe_presence(operation, addresses).toXml().encode("utf-8")
+            # A subscription handed to XMPP asks an XMPP user: the target (unless a configuration says).
+            addresses = self._addresses(operation.target.domain_key)
+            return mapping.subscribe_presence(
+                operation, addresses, default_duration=self.subscription_duration).toXml().encode("utf-8")
         if isinstance(operation, (Notify, Publish)):
             carry = None
             if isinstance(operation, Notify):
-                addresses = AddressMap(self.gateway_domain, (operation.watcher.domain_key,))
+                addresses = self._addresses(operation.watcher.domain_key)
                 target, recipient = operation.target, addresses.uri_to_jid(operation.watcher)
                 reason = operation.reason.value if operation.reason is not None else None
                 headers = mapping.notify_headers(operation.state.value, operation.expires, reason)
@@ -250,7 +260,7 @@ class XMPPCodec:
                     carry = mapping.pidf_element(operation.presence, op="notify", state=operation.state.value,
                                                  expires=operation.expires, reason=reason)
             else:
-                addresses = AddressMap(self.gateway_domain, (operation.presentity.domain_key,))
+                addresses = self._addresses(operation.presentity.domain_key)
                 target = operation.presentity
                 recipient = JID(self.gateway_domain)
                 headers = [("Expires", str(operation.expires))] if operation.expires is not None else []

@@ -1163,14 +1163,20 @@ def _add_rpid_elements(stanza: domish.Element, person: Person) -> None:
             for other in mood.other[:1]:
                 element.addElement("text", content=other.text)
     for activities in person.activities[:1]:
-        for value in activities.values:
-            if value in ACTIVITY_XEP0108:
-                general, specific = ACTIVITY_XEP0108[value]
-                element = stanza.addElement((rules.NS_ACTIVITY, "activity"))
-                category = element.addElement(general)
-                if specific:
-                    category.addElement(specific)
-                break
+        prefix = "{" + rules.NS_ACTIVITY + "}"
+        own = [value[len(prefix):] for value in activities.values if value.startswith(prefix)]
+        known = [value for value in activities.values if value in ACTIVITY_XEP0108]
+        general = specific = None
+        if known:
+            general, specific = ACTIVITY_XEP0108[known[0]]
+            specific = own[-1] if own else specific
+        elif own:
+            general, specific = own[0], (own[1] if len(own) > 1 else None)
+        if general:
+            element = stanza.addElement((rules.NS_ACTIVITY, "activity"))
+            category = element.addElement(general)
+            if specific:
+                category.addElement(specific)
     if person.user_input is not None and person.user_input.state == "idle" and person.user_input.last_input:
         try:
             since = rules.utc_stamp(parse_date_time(person.user_input.last_input))
@@ -1196,9 +1202,17 @@ def _person_from_xeps(tuple_id: str, hint: Person | None, found: dict[str, domis
     if activity is not None:
         for general in activity.elements():
             specific = next((c.name for c in general.elements() if c.name != "text"), None)
-            value = _XEP0108_ACTIVITY.get((general.name, specific)) or _XEP0108_GENERAL.get(general.name)
+            prefix = "{" + rules.NS_ACTIVITY + "}"
+            value = _XEP0108_ACTIVITY.get((general.name, specific))
             if value is not None:
-                person = attrs.evolve(person, activities=[Activities(values=(value,))])
+                values = [value]
+            else:
+                # XEP-0108 values RPID has no name for travel as values of their own namespace (RFC 4480 §3.2).
+                base = _XEP0108_GENERAL.get(general.name)
+                values = [base] if base else [prefix + general.name]
+                if specific:
+                    values.append(prefix + specific)
+            person = attrs.evolve(person, activities=[Activities(values=values)])
             break
     idle = found.get("idle")
     if idle is not None and idle.getAttribute("since"):
@@ -1348,11 +1362,12 @@ def read_pidf(content: Content) -> PresenceDocument:
 
 
 def subscribe_presence(operation: Subscribe, addresses: AddressMap, *, cancel: bool | None = None,
-                       namespace: str = NS_CLIENT) -> domish.Element:
+                       namespace: str = NS_CLIENT, default_duration: int | None = None) -> domish.Element:
     """The ``<presence/>`` of a ``Subscribe`` (RFC 3922 §5.3, :data:`.rules.PRESENCE_RULES`).
 
     A duration is ``subscribe`` with the duration in the SHIM header
-    ``Expires`` (XEP-0131 §4); duration 0 is ``unsubscribe`` when it cancels
+    ``Expires`` (XEP-0131 §4) unless it is ``default_duration`` (what a
+    ``subscribe`` without one asks for); duration 0 is ``unsubscribe`` when it cancels
     a running subscription (``cancel``; ``None``: decided by the SubscriptID,
     :func:`cpimgw.cpim.operations.is_fetch_id`), else ``probe`` (a fetch).
     The watcher's instance is the resource of ``from``.
@@ -1361,7 +1376,8 @@ def subscribe_presence(operation: Subscribe, addresses: AddressMap, *, cancel: b
     target = addresses.uri_to_jid(operation.target)
     if operation.duration:
         stanza = simple_presence(watcher, target, "subscribe", stanza_id=operation.trans_id, namespace=namespace)
-        stanza.addChild(rules.shim_element([("Expires", str(operation.duration))]))
+        if operation.duration != default_duration:
+            stanza.addChild(rules.shim_element([("Expires", str(operation.duration))]))
         return stanza
     if cancel is None:
         cancel = not is_fetch_id(operation.subscript_id)

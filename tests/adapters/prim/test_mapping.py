@@ -94,9 +94,16 @@ class SendMappingTests(TestCase):
                          ("m6", "conv 5", "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", "balcony"))
 
     def test_unescape_token_only_inverts_the_canonical_escape(self) -> None:
-        for wire_form, value in (("m6", "m6"), ("a%40b%3B1", "a@b;1"), ("a%3bb", "a%3bb"), ("50%", "50%"),
-                                 ("%FF", "%FF"), ("caf%C3%A9", "caf\u00e9")):
+        # "@" is written as it is (a local@domain Message-ID comes back verbatim): "a%40b" is not canonical.
+        for wire_form, value in (("m6", "m6"), ("a@b%3B1", "a@b;1"), ("a%40b%3B1", "a%40b%3B1"), ("a%3bb", "a%3bb"),
+                                 ("50%", "50%"), ("%FF", "%FF"), ("caf%C3%A9", "caf\u00e9")):
             self.assertEqual(mapping.unescape_token(wire_form), value, wire_form)
+
+    def test_message_id_with_an_at_sign_is_not_escaped(self) -> None:
+        message = Message(im_uri("a", "prim.example"), im_uri("b", "xmpp.example"),
+                          Content("text/plain", b"x"), message_id="20101113.77@prim.localhost")
+        headers = dict(mapping.message_to_send(message, now=0)[0])
+        self.assertEqual(headers["Message-ID"], "20101113.77@prim.localhost")
 
     def test_garbled_message_id_form(self) -> None:
         request = Request("SEND", "1", (("Message-IDab12", "im:alice@a.example"),))
