@@ -40,21 +40,26 @@ def _expect(answers: str) -> str:
 
 
 def message_uac(sender: str, recipient: str, body: str, content_type: str = "text/plain; charset=utf-8", *,
-                answers: str = "2xx", cseq: int = 1, call_id: str = "[call_id]") -> str:
+                answers: str = "2xx", cseq: int = 1, call_id: str = "[call_id]", display: str | None = None,
+                headers: tuple[tuple[str, str], ...] = ()) -> str:
     """Send one MESSAGE from ``sip:sender`` to ``sip:recipient`` (retransmitted every 500 ms until answered).
 
     sipp exits 0 when the final response is ``answers`` (``2xx``: 200 or 202).
+    :param display: the sender's display name in From (RFC 3261 §20.20).
+    :param headers: further headers (Date, Subject...), written as they are.
     """
+    name = f'"{display}" ' if display else ""
+    more = "".join(f"\n      {key}: {value}" for key, value in headers)
     return _HEAD + f"""<scenario name="MESSAGE from {sender}">
   <send retrans="500">
     <![CDATA[
       MESSAGE sip:{recipient} SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:{sender}>;tag=[pid]SIPpTag[call_number]
+      From: {name}<sip:{sender}>;tag=[pid]SIPpTag[call_number]
       To: <sip:{recipient}>
       Call-ID: {call_id}
       CSeq: {cseq} MESSAGE
-      Max-Forwards: 70
+      Max-Forwards: 70{more}
       Content-Type: {content_type}
       Content-Length: [len]
 

@@ -95,6 +95,7 @@ from cpimgw.cpim.operations import (
     TerminationReason,
     failure,
     indeterminant,
+    new_fetch_id,
     new_id,
     success,
 )
@@ -401,6 +402,11 @@ class XMPPAdapter(MultiService):
             self._send_quietly(iq)
         return False
 
+    def peer_gateways(self) -> frozenset[str]:
+        """The domains known (disco#info, still valid) to be other cpimgw gateways."""
+        now = self.reactor.seconds()
+        return frozenset(domain for domain, (understood, until) in self.carriage.items() if understood and until > now)
+
     def _on_disco_answer(self, iq: domish.Element) -> bool:
         """A disco#info result or error for :meth:`carriage_for`; ``False`` if it answers nothing we asked."""
         domain = self.disco_pending.pop(iq.getAttribute("id") or "", None)
@@ -470,8 +476,12 @@ class XMPPAdapter(MultiService):
         if stanza.getAttribute("type") == "error":
             self._on_bounce(stanza)
             return
+        sender_domain = (parse_jid(stanza["from"]).host if stanza.getAttribute("from") else "").lower()
+        if sender_domain and any(True for _ in stanza.elements(mapping.NS_XMPP, "cpim")):
+            self.carriage_for(sender_domain)  # a carriage from a domain not asked yet: ask (XEP-0030)
         try:
-            operation = mapping.message_to_cpim(stanza, self.addresses, now=self._now(), origin=self.name)
+            operation = mapping.message_to_cpim(stanza, self.addresses, now=self._now(), origin=self.name,
+                                                peer_gateways=self.peer_gateways())
         except mapping.StanzaError as error:
             self.count("message-refused")
             log.info("XMPP message refused ({condition}): {reason}", condition=error.condition, reason=error.reason)
@@ -579,14 +589,17 @@ class XMPPAdapter(MultiService):
         watcher = self.addresses.uri_to_jid(operation.watcher)
         target = self.addresses.uri_to_jid(operation.target)
         key = (_key(operation.watcher), _key(operation.target))
+        # rules.PRESENCE_RULES: subscribe (its duration in SHIM Expires), unsubscribe (a cancel), probe (a fetch);
+        # from the bare JID: a subscription is between accounts (RFC 6121 §3.1.1).
         if operation.duration == 0:
-            if self.inbound.get(key) == operation.subscript_id:
+            cancel = self.inbound.get(key) == operation.subscript_id
+            if cancel:
                 del self.inbound[key]
-                self.send(mapping.simple_presence(watcher, target, "unsubscribe", namespace=self.namespace))
-            else:
-                self.send(mapping.simple_presence(watcher, target, "probe", namespace=self.namespace))
+            self.send(mapping.subscribe_presence(operation, self.addresses, cancel=cancel, namespace=self.namespace,
+                                                 with_instance=False))
             return succeed(success(operation, duration=0))
-        self.send(mapping.simple_presence(watcher, target, "subscribe", stanza_id=operation.trans_id, namespace=self.namespace))
+        self.send(mapping.subscribe_presence(operation, self.addresses, namespace=self.namespace, with_instance=False,
+                                             default_duration=self.settings.subscription_duration))
         self.inbound[key] = operation.subscript_id
         previous = self.pending.pop(key, None)
         if previous is not None:
@@ -784,11 +797,14 @@ class XMPPAdapter(MultiService):
                 subscript_id = entry[0] if entry else new_id()
                 self._forget_outbound(key)
                 self.confirmed.discard(key)
-                self.bus.dispatch(Subscribe(sender_uri, recipient_uri, 0, subscript_id=subscript_id, origin=self.name))
+                self.bus.dispatch(Subscribe(sender_uri, recipient_uri, 0, subscript_id=subscript_id, origin=self.name,
+                                            watcher_instance=sender.resource or None))
                 self._send_quietly(mapping.simple_presence(recipient.userhostJID(), sender.userhostJID(), "unsubscribed",
                                                            namespace=self.namespace))
             else:
-                self.bus.dispatch(Subscribe(sender_uri, recipient_uri, 0, origin=self.name))
+                # RFC 3859 §4.3: a probe is a fetch, with a SubscriptID of its own.
+                self.bus.dispatch(Subscribe(sender_uri, recipient_uri, 0, subscript_id=new_fetch_id(),
+                                            origin=self.name, watcher_instance=sender.resource or None))
             return
         # subscribed / unsubscribed: an XMPP user (sender) answers a foreign watcher (recipient).
         key = (_key(recipient_uri), _key(sender_uri))
@@ -831,8 +847,17 @@ class XMPPAdapter(MultiService):
     def _subscribe_with(self, key: tuple, watcher: CPIMURI, target: CPIMURI, stanza_id: str | None,
                         stanza: Any, subscript_id: str) -> None:
         trans_id = stanza_id if stanza_id and len(stanza_id) <= 160 else new_id()
-        operation = Subscribe(watcher, target, self.settings.subscription_duration, subscript_id=subscript_id,
-                              trans_id=trans_id, origin=self.name)
+        previous = self.outbound.get(key)
+        if stanza is not None:
+            # The duration the user asks for (SHIM Expires, XEP-0131), else the configured one.
+            duration = mapping.subscription_duration(stanza, self.settings.subscription_duration)
+            instance = parse_jid(stanza["from"]).resource or None
+        elif previous is not None and previous[1] is not None:
+            duration, instance = previous[1].duration, previous[1].watcher_instance  # a refresh
+        else:
+            duration, instance = self.settings.subscription_duration, None
+        operation = Subscribe(watcher, target, duration, subscript_id=subscript_id,
+                              trans_id=trans_id, origin=self.name, watcher_instance=instance)
         self.outbound[key] = (subscript_id, operation, None)
         self.count("subscribe-in")
         self.bus.dispatch(operation).addCallback(self._subscribe_answered, key, operation, stanza)

@@ -280,16 +280,26 @@ def message_to_cpim(
     *,
     now: datetime.datetime | None = None,
     origin: str = "",
+    peer_gateways: Iterable[str] = (),
 ) -> Message:
     """Map an XMPP ``<message/>`` to a CPIM ``Message`` (RFC 3922 §4.1).
 
-    :param now: the receipt time for ``DateTime`` (``None``: no DateTime).
+    :param now: unused: ``DateTime`` is the XEP-0203 ``<delay/>`` of the
+        stanza, or none (a live message; RFC 3862 §4.4 makes it optional).
+    :param peer_gateways: domains of other cpimgw gateways (they advertise
+        :data:`.rules.FEATURE_CARRIAGE`): a sender under one of them is the
+        foreign address its escaped localpart names (XEP-0106), as for our own
+        gateway domain, so that the message keeps its original sender.
     :raise StanzaError: with the stanza error condition to answer.
     """
     sender = _jid_attr(stanza, "from")
     recipient = _jid_attr(stanza, "to")
+    if sender.host.lower() in peer_gateways and sender.user:
+        addresses_of_sender = AddressMap(sender.host)
+    else:
+        addresses_of_sender = addresses
     try:
-        source, source_instance = addresses.jid_to_uri(stanza["from"], "im")
+        source, source_instance = addresses_of_sender.jid_to_uri(stanza["from"], "im")
         destination, destination_instance = addresses.jid_to_uri(stanza["to"], "im")
     except ParseError as error:
         raise StanzaError(error.reason, "jid-malformed") from None
@@ -1362,7 +1372,8 @@ def read_pidf(content: Content) -> PresenceDocument:
 
 
 def subscribe_presence(operation: Subscribe, addresses: AddressMap, *, cancel: bool | None = None,
-                       namespace: str = NS_CLIENT, default_duration: int | None = None) -> domish.Element:
+                       namespace: str = NS_CLIENT, default_duration: int | None = None,
+                       with_instance: bool = True) -> domish.Element:
     """The ``<presence/>`` of a ``Subscribe`` (RFC 3922 §5.3, :data:`.rules.PRESENCE_RULES`).
 
     A duration is ``subscribe`` with the duration in the SHIM header
@@ -1370,9 +1381,11 @@ def subscribe_presence(operation: Subscribe, addresses: AddressMap, *, cancel: b
     ``subscribe`` without one asks for); duration 0 is ``unsubscribe`` when it cancels
     a running subscription (``cancel``; ``None``: decided by the SubscriptID,
     :func:`cpimgw.cpim.operations.is_fetch_id`), else ``probe`` (a fetch).
-    The watcher's instance is the resource of ``from``.
+    The watcher's instance is the resource of ``from`` (``with_instance``;
+    the adapter sends from the bare JID, as a user's server does, RFC 6121
+    §3.1.1).
     """
-    watcher = addresses.uri_to_jid(operation.watcher, operation.watcher_instance)
+    watcher = addresses.uri_to_jid(operation.watcher, operation.watcher_instance if with_instance else None)
     target = addresses.uri_to_jid(operation.target)
     if operation.duration:
         stanza = simple_presence(watcher, target, "subscribe", stanza_id=operation.trans_id, namespace=namespace)
