@@ -62,6 +62,8 @@ DEFAULT_MAX_UNIT_SIZE = 1 << 20
 NS_XML = "http://www.w3.org/XML/1998/namespace"
 #: The XMPP adapter's own namespace: its CPIM extension headers and its private carriage.
 NS_X_GATEWAY = "urn:x-cpimgw:xmpp"
+#: The SIP adapter's namespace for SIP's end-to-end headers in Message/CPIM.
+NS_X_SIP = "urn:x-cpimgw:sip"
 
 
 # --------------------------------------------------------------------------- values
@@ -582,7 +584,8 @@ def sip_fields(data: bytes, codec: Any) -> Fields:
     octets = body["text"].encode("utf-8") if "text" in body else base64.b64decode(body.get("base64", ""))
     if method == "MESSAGE":
         if media == MEDIA_CPIM:
-            cpim_fields(octets, values, carried)
+            # SIP.* extension headers stand for the SIP headers of the request: compared as those (header.*).
+            cpim_fields(octets, values, carried, own_namespaces=(NS_X_SIP,))
         else:
             language = first("content-language")
             subject = first("subject")

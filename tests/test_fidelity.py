@@ -17,6 +17,7 @@ from cpimgw.cli import find_codecs, main
 from cpimgw.fidelity_corpus import cpim, prim_request, sip_request
 
 PROTOCOLS = ("prim", "sip", "xmpp")
+ALERT = b"Alert-Info: <http://www.example.com/sounds/moo.wav>"
 
 # (source, far): {unit: "field field ..."}; "*" = the unit did not make the trip at all.
 KNOWN_LOSSES = {
@@ -92,11 +93,19 @@ class EngineTests(unittest.TestCase):
             self.assertNotIn(f"header.{name}", fields.values)
 
     def test_an_unknown_header_is_compared(self):
-        data = SIP_TEXT.replace(b"CSeq: 1 MESSAGE\r\n", b"CSeq: 1 MESSAGE\r\nPriority: urgent\r\n")
+        # Alert-Info (RFC 3261 §20.4) asks an INVITE's callee for a ring tone: nothing in a message carries it.
+        data = SIP_TEXT.replace(b"CSeq: 1 MESSAGE\r\n", b"CSeq: 1 MESSAGE\r\n%s\r\n" % ALERT)
         trip = self.trip("sip", data, "prim")
         self.assertEqual([(loss.field, loss.original, loss.returned) for loss in trip.losses],
-                         [("header.priority", ("urgent",), None)])
+                         [("header.alert-info", ("<http://www.example.com/sounds/moo.wav>",), None)])
         self.assertEqual(trip.losses[0].reason, "no place in prim")
+
+    def test_sip_end_to_end_headers_travel(self):
+        # Priority, In-Reply-To, Reply-To (RFC 3261 §20.26, §20.21, §20.31) ride as SIP.* CPIM headers.
+        data = SIP_TEXT.replace(b"CSeq: 1 MESSAGE\r\n",
+                                b"CSeq: 1 MESSAGE\r\nPriority: urgent\r\nIn-Reply-To: 1@a\r\n")
+        for far in ("prim", "xmpp"):
+            self.assertEqual(self.trip("sip", data, far).losses, (), far)
 
     def test_message_cpim_fields_are_marked_carried(self):
         body = cpim(["From: <im:a@sip.example>", "To: <im:b@xmpp.example>", "Subject:;lang=de Hallo"],
@@ -247,12 +256,12 @@ class MatrixTests(unittest.TestCase):
 
 class CommandTests(unittest.TestCase):
     def setUp(self):
-        # A corpus with one real loss: SIP Priority (RFC 3261 §20.26) has no place in PRIM.
+        # A corpus with one real loss: SIP Alert-Info (RFC 3261 §20.4) has no place in PRIM.
         self.corpus = self.mktemp()
         for name in ("sip", "prim"):
             os.makedirs(os.path.join(self.corpus, name))
         with open(os.path.join(self.corpus, "sip", "priority.sip"), "wb") as handle:
-            handle.write(SIP_TEXT.replace(b"CSeq: 1 MESSAGE\r\n", b"CSeq: 1 MESSAGE\r\nPriority: urgent\r\n"))
+            handle.write(SIP_TEXT.replace(b"CSeq: 1 MESSAGE\r\n", b"CSeq: 1 MESSAGE\r\n%s\r\n" % ALERT))
         with open(os.path.join(self.corpus, "prim", "send.prim"), "wb") as handle:
             handle.write(prim_request("SEND", [("From", "im:a@prim.example"), ("To", "im:b@sip.example"),
                                                ("Message-ID", "m1"), ("Conversation-ID", "c1"),
@@ -267,7 +276,7 @@ class CommandTests(unittest.TestCase):
         status, out, err = self.run_command("--protocol", "sip", "--protocol", "prim", "--corpus", self.corpus)
         self.assertEqual((status, err), (0, ""))
         self.assertIn("source \\ far", out)
-        self.assertIn("sip -> prim -> sip  priority  header.priority: no place in prim", out)
+        self.assertIn("sip -> prim -> sip  priority  header.alert-info: no place in prim", out)
 
     def test_strict_fails_on_loss(self):
         status, _, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--strict", "--corpus", self.corpus)
@@ -298,4 +307,4 @@ class CommandTests(unittest.TestCase):
         status, out, _ = self.run_command("--protocol", "sip", "--protocol", "prim", "--verbose", "--corpus", self.corpus)
         self.assertEqual(status, 0)
         self.assertIn("sip: via: the path of one request", out)
-        self.assertIn("      sent:     ('urgent',)", out)
+        self.assertIn("      sent:     ('<http://www.example.com/sounds/moo.wav>',)", out)

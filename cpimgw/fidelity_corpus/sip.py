@@ -116,6 +116,11 @@ _MESSAGES += [
                   ["Content-Type: text/plain; charset=utf-8", "Content-ID: <1234567890@foo.com>"],
                   "Here is the text of my message.")),
 ]
+_MESSAGES.append(
+    # SIP's own end-to-end headers (RFC 3261 §20.26, §20.21, §20.31, §20.25).
+    _message("priority-reply-to", [("Priority", "urgent"), ("In-Reply-To", "70710@saturn.bell-tel.com"),
+                                   ("Reply-To", "Bob <sip:bob@biloxi.example.com>"), ("Organization", "Boxes by Bob"),
+                                   ("Content-Type", "text/plain")], b"urgent, with a reply address"))
 _NOTIFIES += [
     _presence("NOTIFY", f"terminated-{reason}", b"", [("Subscription-State", f"terminated;reason={reason}")])
     for reason in ("rejected", "noresource", "deactivated", "giveup", "probation")

@@ -90,6 +90,14 @@ _SIP_BORN_ID = re.compile(
 #: RFC 3261 §8.1.1.5: a CSeq number is below 2**31.
 MAX_CSEQ = 2**31 - 1
 DEFAULT_SUBSCRIBE_EXPIRES = 3600  # RFC 3856 §6.4
+#: The namespace of SIP's own end-to-end headers in Message/CPIM (RFC 3862 §3.4 extension headers).
+NS_SIP = "urn:x-cpimgw:sip"
+SIP_PREFIX = "SIP"
+#: End-to-end headers of a MESSAGE with no Message/CPIM core header (RFC 3261 §20.26 Priority, §20.21
+#: In-Reply-To, §20.31 Reply-To, §20.25 Organization, §20.9 Call-Info): they travel as ``SIP.*``
+#: extension headers and are written back as SIP headers.
+END_TO_END_HEADERS = ("Priority", "In-Reply-To", "Reply-To", "Organization", "Call-Info")
+_END_TO_END = {name.lower(): name for name in END_TO_END_HEADERS}
 
 
 class SipMappingError(SipParseError):
@@ -229,6 +237,7 @@ def message_from_sip(request: Request, *, origin: str = "sip", max_size: int = 6
             sender_name=request.from_.display or None,
             date_time=_date_time(request),
             subjects=[(language, subject)] if subject else (),
+            extensions=[(NS_SIP, SIP_PREFIX, name, value, ()) for name, value in end_to_end_headers(request)],
             content_headers=[("Content-Language", language)] if language else (),
         )
         content = Content(MEDIA_CPIM, built.to_bytes())
@@ -246,6 +255,17 @@ def message_from_sip(request: Request, *, origin: str = "sip", max_size: int = 6
         conversation_id=request.get(CONVERSATION_ID_HEADER) or None,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def end_to_end_headers(request: Request) -> list[tuple[str, str]]:
+    """The headers of a MESSAGE that its recipient reads and Message/CPIM has no core header for
+    (:data:`END_TO_END_HEADERS`), as written."""
+    found = []
+    for name, value in request.headers:
+        canonical = _END_TO_END.get(name.lower())
+        if canonical is not None and value.strip():
+            found.append((canonical, value.strip()))
+    return found
 
 
 def message_identity(message: Message, call_id: str) -> tuple[str, int, tuple[tuple[str, str], ...]]:
@@ -333,10 +353,46 @@ def message_to_sip(
             headers.append(("Content-Language", _header_safe(language)))
         if parsed.date_time is not None:
             headers.append(("Date", format_datetime(parsed.date_time.value.astimezone(datetime.timezone.utc), usegmt=True)))
+        headers.extend(_own_headers(parsed))
+    elif media == MEDIA_CPIM:
+        # SIP's own headers first (RFC 3261 §20): what a SIP user agent shows without reading the
+        # message/cpim body; the body stays the whole object, octet for octet.
+        try:
+            parsed = cpim.parse_message(body)
+        except NotUnderstoodError as error:
+            parsed = cpim.parse_message(body, understood=frozenset(error.names))
+        except ParseError:
+            parsed = None
+        if parsed is not None:
+            subjects = parsed.subjects
+            if subjects:
+                headers.append(("Subject", _header_safe(subjects[0][1])))
+            if parsed.date_time is not None:
+                headers.append(("Date", format_datetime(parsed.date_time.value.astimezone(datetime.timezone.utc),
+                                                        usegmt=True)))
+            headers.extend(_own_headers(parsed))
+            display = parsed.sender.display_name
+            if display and parsed.sender.cpim_uri is not None and parsed.sender.cpim_uri.same_principal(
+                    message.source):
+                headers[0] = ("From", f"{_quoted(display)} <{source}>;tag={from_tag}")  # RFC 3261 §20.20
     elif message.content.parameters:
         content_type = media + "".join(f";{k}={v}" for k, v in message.content.parameters)
     headers.append(("Content-Type", _header_safe(content_type)))
     return Request("MESSAGE", request_uri, tuple(headers), body)
+
+
+def _quoted(display: str) -> str:
+    """A display name as an RFC 3261 §25.1 ``quoted-string``."""
+    return '"' + _header_safe(display).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _own_headers(parsed: object) -> list[tuple[str, str]]:
+    """The SIP headers a Message/CPIM object's ``SIP.*`` extension headers stand for (:func:`end_to_end_headers`)."""
+    found = []
+    for namespace, name, value, _ in parsed.extension_headers:  # type: ignore[attr-defined]
+        if namespace == NS_SIP and name.lower() in _END_TO_END:
+            found.append((_END_TO_END[name.lower()], _header_safe(value)))
+    return found
 
 
 def _header_safe(text: str) -> str:

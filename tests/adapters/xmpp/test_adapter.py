@@ -243,6 +243,24 @@ class MessageTests(AdapterHarness, unittest.TestCase):
         self.assertEqual(response.condition, Condition.UNSUPPORTED)
         self.assertEqual(self.sent(), [])
 
+    def test_rfc3862_example_parses_but_is_not_rendered_for_xmpp(self):
+        # RFC 3862 §5.1: parsing it is fine (cpimgw parse); rendering it for an XMPP user is not (§3.5).
+        from cpimgw.cpim.message import parse_message
+        from tests.adapters.xmpp.test_rules import CommandTests
+
+        example = CommandTests.RFC3862_5_1.replace(b"eeyore@100akerwood.com", b"juliet@xmpp.example").replace(
+            b"piglet@100akerwood.com", b"bob@sip.example")
+        self.assertEqual(parse_message(example, understood=frozenset({"MyFeatures.VitalMessageOption"})).require,
+                         ("MyFeatures.VitalMessageOption",))
+        deferred = self.sip.inject(Message(parse_uri("im:bob@sip.example"), parse_uri("im:juliet@xmpp.example"),
+                                           Content("message/cpim", example)))
+        settle(self.bus)
+        response = self.successResultOf(deferred)
+        self.assertEqual((response.status, response.condition, response.native_code),
+                         (Status.FAILURE, Condition.UNSUPPORTED, 420))  # SIP 420 Bad Extension (RFC 3261 §21.4.15)
+        self.assertIn("MyFeatures.VitalMessageOption", response.reason)
+        self.assertEqual(self.sent(), [])
+
     def test_disco_ping_version(self):
         self.feed("<iq type='get' id='d1' from='juliet@xmpp.example/b' to='gw.xmpp.example'>"
                   "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
