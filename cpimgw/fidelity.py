@@ -378,6 +378,18 @@ def xmpp_fields(data: bytes, codec: Any) -> Fields:
     values: dict[str, Any] = {"stanza": stanza["name"]}
     kind = stanza["name"]
     lang = attributes.get("xml:lang")
+    if attributes.get("type") == "error":
+        # An error answers one stanza (RFC 6120 §8.3): its condition, type and text are compared.
+        values["type"] = "error"
+        for child in _x_children(stanza):
+            if child["name"] == "error":
+                _put(values, "error.type", child.get("attributes", {}).get("type"))
+                for item in _x_children(child):
+                    if item["name"] == "text":
+                        _put(values, "error.text", _x_text(item))
+                    else:
+                        _put(values, "error.condition", item["name"])
+        return Fields(values)
     _put(values, "from", attributes.get("from"))
     _put(values, "type", attributes.get("type"))
     if kind == "message" or attributes.get("type") in ("subscribe", "unsubscribe", "probe", "subscribed",
@@ -464,6 +476,11 @@ XMPP_PROFILE = Profile(
                        "(RFC 3922 §5.1, RFC 6121 §4.4); the to of a subscription request is compared",
         "id of a subscription request": "pairs the request with its error on one hop (RFC 6120 §8.1.3); a "
                                         "SUBSCRIBE or PRIM SUBSCRIBE has its own transaction",
+        "from, to and id of an error": "an error answers one stanza: its addresses and id are that stanza's, "
+                                       "swapped (RFC 6120 §8.3.1), as a SIP or PRIM response belongs to its "
+                                       "transaction (RFC 3261 §8.2.6, draft-ietf-prim-server-00 §4)",
+        "the stanza kind of an error": "a message, presence or iq error says the same failure (RFC 6120 §8.3); "
+                                       "an error the gateway writes for a response is a message error",
         "order of children": "XMPP gives sibling order no meaning across body/subject/thread/extensions; "
                              "Message/CPIM headers and PIDF have their own fixed order",
         "inherited xml:lang": "a child's language is compared as its effective language, the stanza's own "

@@ -248,6 +248,29 @@ class MatrixTests(unittest.TestCase):
                               ("terminated", "rejected"), ("terminated", "noresource"), ("terminated", "giveup"),
                               ("terminated", "probation")}, states)
 
+    def test_corpora_hold_a_failure_of_every_condition(self):
+        from cpimgw.cpim.interworking import condition_for_sip_status
+        from cpimgw.cpim.operations import Condition, Response
+
+        codecs = find_codecs()
+        found: dict[str, set] = {}
+        for name in PROTOCOLS:
+            for unit in fidelity.load_corpus(name, codec=codecs[name]):
+                operation = codecs[name].to_operation(unit.data)
+                if isinstance(operation, Response):
+                    found.setdefault(name, set()).add(operation.condition)
+        self.assertEqual(set().union(*found.values()), set(Condition))
+        # SIP's corpus says every condition a SIP status can (RFC 7247 §7.2 and the overrides).
+        self.assertEqual(found["sip"], {condition_for_sip_status(code) for code in range(300, 700)})
+
+    def test_responses_keep_their_exact_status(self):
+        # The RFC 7247 §7 tables are many to one (486 and 480 are both recipient-unavailable in XMPP); the
+        # reason names the SIP status, so SIP gets its own code back.
+        for source, far in (("sip", "xmpp"), ("sip", "prim"), ("prim", "sip"), ("prim", "xmpp")):
+            for unit in fidelity.load_corpus(source, codec=find_codecs()[source]):
+                if unit.name.startswith("response-"):
+                    self.assertNotIn(unit.name, KNOWN_LOSSES[(source, far)])
+
     def test_sip_and_prim_carry_each_other_whole(self):
         for source, far in (("sip", "prim"), ("prim", "sip")):
             cell = self.matrix.cell(source, far)

@@ -33,6 +33,7 @@ the §7.1 row.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from cpimgw.cpim.operations import Condition, Status
@@ -344,3 +345,28 @@ def cpim_status_for_prim(code: int) -> tuple[Status, Optional[Condition]]:
     if code < 500:
         return Status.FAILURE, Condition.BAD_REQUEST
     return Status.FAILURE, Condition.INTERNAL
+
+
+# ----------------------------------------------------------------- the far network's own status, in the reason
+
+_TAGGED = re.compile(r"^(SIP|PRIM) ([1-6][0-9][0-9])\b ?(.*)\Z|^(XMPP) ([a-z-]+)\b ?(.*)\Z", re.DOTALL)
+
+
+def tag_reason(protocol: str, status: int | str, text: str = "") -> str:
+    """A response's reason that names the status its own network gave it (``SIP 486 Busy Here``,
+    ``PRIM 410 Gone``, ``XMPP item-not-found``): the human-readable text every network passes on
+    (a SIP reason phrase, RFC 3261 §21; an XMPP ``<text/>``, RFC 6120 §8.3.2; a PRIM phrase), from which
+    the same network reads its exact status back where the condition tables are many to one."""
+    if _TAGGED.match(text or ""):
+        return text
+    return f"{protocol} {status}" + (f" {text}" if text else "")
+
+
+def tagged_status(reason: str, protocol: str) -> tuple[str | None, str]:
+    """``(status written by `protocol`, the rest)`` of a :func:`tag_reason` text, else ``(None, reason)``."""
+    match = _TAGGED.match(reason or "")
+    if match is None:
+        return None, reason or ""
+    name, status, rest = (match.group(1), match.group(2), match.group(3)) if match.group(1) else (
+        match.group(4), match.group(5), match.group(6))
+    return (status, rest) if name == protocol else (None, reason)

@@ -132,4 +132,15 @@ _SUBSCRIBES = [
     _subscribe("once", "FETCH", []),
 ]
 
-UNITS = tuple(_SENDS + _NOTIFIES + _PUBLISHES + _SUBSCRIBES)
+def _response(code: int, phrase: str) -> tuple[str, bytes]:
+    return (f"response-{code}", f"PRIM/1.0 7 0 {code} {phrase}\r\n\r\n".encode())  # no body: length 0
+
+
+# A failure of each PRIM status (draft-ietf-prim-server-00 §4, -01 §16).
+_RESPONSES = [_response(code, phrase) for code, phrase in (
+    (300, "Redirect"), (400, "Bad Request"), (401, "Unauthorized"), (402, "Forbidden"), (403, "Not Found"),
+    (404, "No Such Subscription"), (406, "Not Authenticated"), (407, "Timeout"), (408, "Unavailable"),
+    (409, "Conflict"), (410, "Refused"), (500, "Server Error"), (501, "Not Implemented"),
+    (502, "Bad Gateway"), (503, "Service Unavailable"), (504, "Gateway Timeout"), (505, "Busy"))]
+
+UNITS = tuple(_SENDS + _NOTIFIES + _PUBLISHES + _SUBSCRIBES + _RESPONSES)

@@ -143,4 +143,19 @@ _SUBSCRIBES = [
     _subscribe("zero", "0"),
 ]
 
-UNITS = tuple(_MESSAGES + _PUBLISHES + _NOTIFIES + _SUBSCRIBES)
+def _response(code: int, phrase: str) -> tuple[str, bytes]:
+    headers = [("Via", "SIP/2.0/UDP client.sip.example:5060;branch=z9hG4bK776sgdkse"),
+               ("From", f"<{ALICE}>;tag=a73kszlfl"), ("To", f"<{BOB}>;tag=9fxced76sl"),
+               ("Call-ID", f"response-{code}@client.sip.example"), ("CSeq", "1 MESSAGE")]
+    return (f"response-{code}", sip_request(f"SIP/2.0 {code} {phrase}", headers))
+
+
+# A final failure of each kind (RFC 3261 §21.4-§21.6, every RFC 7247 §7 row the gateway answers with).
+_RESPONSES = [_response(code, phrase) for code, phrase in (
+    (400, "Bad Request"), (401, "Unauthorized"), (403, "Forbidden"), (404, "Not Found"), (406, "Not Acceptable"), (408, "Request Timeout"),
+    (410, "Gone"), (413, "Request Entity Too Large"), (415, "Unsupported Media Type"), (420, "Bad Extension"),
+    (480, "Temporarily Unavailable"), (481, "Call/Transaction Does Not Exist"), (482, "Loop Detected"),
+    (486, "Busy Here"), (488, "Not Acceptable Here"), (500, "Server Internal Error"), (501, "Not Implemented"),
+    (502, "Bad Gateway"), (503, "Service Unavailable"), (504, "Server Time-out"), (603, "Decline"))]
+
+UNITS = tuple(_MESSAGES + _PUBLISHES + _NOTIFIES + _SUBSCRIBES + _RESPONSES)

@@ -101,6 +101,19 @@ _SUBSCRIPTIONS = [
     ("probe", f"<presence {P} type='probe'/>"),
 ]
 
-UNITS = tuple((f"message-{name}", xml.encode("utf-8")) for name, xml in _MESSAGES) + tuple(
+# An error of each RFC 6120 §8.3.3 condition the RFC 7247 §7 tables name, as answers to a message.
+_ERRORS = [(f"error-{condition}",
+            f"<message from='romeo\\40sip.example@gw.localhost' to='juliet@xmpp.example/balcony' type='error' "
+            f"id='e-{condition}'><error type='{kind}'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            f"</error></message>")
+           for condition, kind in (
+               ("bad-request", "modify"), ("not-authorized", "auth"), ("forbidden", "auth"),
+               ("item-not-found", "cancel"), ("not-acceptable", "modify"), ("remote-server-timeout", "wait"),
+               ("gone", "cancel"), ("policy-violation", "modify"), ("feature-not-implemented", "cancel"),
+               ("recipient-unavailable", "wait"), ("resource-constraint", "wait"),
+               ("remote-server-not-found", "cancel"), ("internal-server-error", "cancel"),
+               ("service-unavailable", "cancel"), ("redirect", "modify"), ("unexpected-request", "wait"))]
+
+UNITS = tuple((f"message-{name}", xml.encode("utf-8")) for name, xml in _MESSAGES + _ERRORS) + tuple(
     (f"presence-{name}", xml.encode("utf-8")) for name, xml in _PRESENCES) + tuple(
     (f"presence-{name}", xml.encode("utf-8")) for name, xml in _SUBSCRIPTIONS)

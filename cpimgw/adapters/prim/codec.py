@@ -3,7 +3,8 @@
 One file holds one PRIM command (draft-ietf-prim-server-00 §4 framing; the
 start line carries the body length).  ``to_operation`` maps it with
 :mod:`cpimgw.adapters.prim.mapping` (SEND -> message, SUBSCRIBE /
-UNSUBSCRIBE / FETCH -> subscribe, NOTIFY -> notify, PUBLISH -> publish);
+UNSUBSCRIBE / FETCH -> subscribe, NOTIFY -> notify, PUBLISH -> publish, a
+response -> the CPIM response whose reason names the PRIM status);
 ``from_operation`` gives the server-00 command for an operation (message ->
 SEND, subscribe -> SUBSCRIBE, notify -> NOTIFY, publish -> PUBLISH), bodies
 octet for octet.
@@ -17,7 +18,9 @@ from typing import Any
 
 from cpimgw.adapters.prim import mapping, wire
 from cpimgw.cpim.errors import ParseError
-from cpimgw.cpim.operations import Message, Notify, Publish, Subscribe
+from cpimgw.cpim.interworking import tagged_status
+from cpimgw.cpim.operations import Message, Notify, Publish, Subscribe, new_id
+from cpimgw.cpim.operations import Response as CPIMResponse
 
 
 class NotCarriedError(ParseError):
@@ -45,7 +48,10 @@ def to_dict(command: wire.Command) -> dict[str, Any]:
 def to_operation(data: bytes, *, origin: str = "prim") -> Any:
     command = wire.parse_command(data)
     if not isinstance(command, wire.Request):
-        raise NotCarriedError("a PRIM response is not a CPIM operation on its own")
+        if command.code == 100:
+            raise NotCarriedError("a PRIM 100 continues a login (an authentication challenge): no CPIM response")
+        # The CPIM response; its reason names the PRIM status (interworking.tag_reason).
+        return mapping.cpim_response(new_id(), command)
     method = command.method
     if method == "SEND":
         return mapping.send_to_message(command, origin=origin, now=time.time())
@@ -59,8 +65,23 @@ def to_operation(data: bytes, *, origin: str = "prim") -> Any:
     raise NotCarriedError(f"PRIM {method} has no CPIM operation")
 
 
+def response_from_cpim(response: CPIMResponse, request_id: str = "1") -> wire.Response:
+    """A CPIM ``response`` -> a PRIM response: the PRIM status its reason names, else the digest §2.12
+    status of its condition."""
+    named, rest = tagged_status(response.reason, "PRIM")
+    if named is not None:
+        code, phrase = int(named), rest
+    else:
+        code = mapping.prim_code(response, "SUBSCRIBE" if response.duration is not None else "SEND")
+        phrase = response.reason
+    headers = [("Duration", str(response.duration))] if response.duration is not None else []
+    return wire.Response(request_id, code, " ".join(phrase.split()), tuple(headers))
+
+
 def from_operation(operation: Any, *, request_id: str = "1") -> bytes:
     now = time.time()
+    if isinstance(operation, CPIMResponse):
+        return response_from_cpim(operation, request_id).to_bytes()
     if isinstance(operation, Message):
         headers, body = mapping.message_to_send(operation, now=now)
         return wire.Request("SEND", request_id, tuple(headers), body).to_bytes()

@@ -119,7 +119,7 @@ def cpim_response(trans_id: str, response: Response) -> CPIMResponse:
     return CPIMResponse(
         trans_id,
         status,
-        f"PRIM {response.code} {response.reason}".strip(),
+        interworking.tag_reason("PRIM", response.code, response.reason),
         condition,
         int(duration) if duration and duration.isdigit() else None,
         response.code,

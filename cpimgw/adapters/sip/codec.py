@@ -7,6 +7,8 @@
 - ``to_operation``: MESSAGE -> ``Message`` (RFC 3428/7572 mapping),
   SUBSCRIBE -> ``Subscribe``, NOTIFY -> ``Notify``, PUBLISH -> ``Publish``
   (:mod:`cpimgw.adapters.sip.mapping`).
+- a final response <-> the CPIM ``response`` (RFC 7247 §7 conditions; the
+  reason names the SIP status, so SIP gets the same code back).
 - ``from_operation``: ``Message`` -> MESSAGE, ``Notify`` -> NOTIFY,
   ``Subscribe`` -> SUBSCRIBE, ``Publish`` -> PUBLISH; with a placeholder Via
   (``SIP/2.0/UDP gateway.invalid``) because no transport was chosen.  The
@@ -25,7 +27,10 @@ from urllib.parse import unquote
 from typing import Any
 
 from cpimgw.cpim.errors import ParseError
-from cpimgw.cpim.operations import FETCH_PREFIX, Message, Notify, Publish, Subscribe, is_fetch_id
+from cpimgw.adapters.sip.errors import condition_for_status, status_for_condition
+from cpimgw.cpim.interworking import tag_reason, tagged_status
+from cpimgw.cpim.operations import FETCH_PREFIX, Message, Notify, Publish, Status, Subscribe, is_fetch_id, new_id
+from cpimgw.cpim.operations import Response as CPIMResponse
 from cpimgw.adapters.sip import mapping
 from cpimgw.adapters.sip.wire import Request, Response, parse_message
 
@@ -64,6 +69,46 @@ def message_to_dict(message: Request | Response) -> dict[str, Any]:
     return out
 
 
+def response_to_cpim(response: Response) -> CPIMResponse:
+    """A SIP final response -> the CPIM ``response`` (RFC 3428 §7: 202 is indeterminant; RFC 7247 §7 conditions).
+
+    The reason names the SIP status (:func:`cpimgw.cpim.interworking.tag_reason`), so that SIP gets the
+    very code back where the condition table is many to one.
+    """
+    code = response.status
+    if code < 200:
+        raise OperationNotCarriedError(f"a provisional {code} is not a CPIM response (RFC 3261 §8.1.3.2)")
+    condition = None
+    if code == 202:
+        status = Status.INDETERMINANT
+    elif code < 300:
+        status = Status.SUCCESS
+    else:
+        status, condition = Status.FAILURE, condition_for_status(code)
+    duration = response.expires if 200 <= code < 300 else None
+    return CPIMResponse(new_id(), status, tag_reason("SIP", code, response.reason), condition, duration, code)
+
+
+def response_from_cpim(response: CPIMResponse, call_id: str, tag: str) -> Response:
+    """A CPIM ``response`` -> a SIP final response: the SIP status its reason names, else the RFC 7247 §7
+    status of its condition (200, 202 for indeterminant)."""
+    named, rest = tagged_status(response.reason, "SIP")
+    if named is not None:
+        code, phrase = int(named), rest
+    elif response.status is Status.SUCCESS:
+        code, phrase = 200, response.reason
+    elif response.status is Status.INDETERMINANT:
+        code, phrase = 202, response.reason
+    else:
+        code, phrase = status_for_condition(response.condition)
+        phrase = response.reason or phrase
+    headers = [("Via", PLACEHOLDER_VIA + secrets.token_hex(6)), ("From", f"<sip:gateway.invalid>;tag={tag}"),
+               ("To", "<sip:gateway.invalid>"), ("Call-ID", call_id), ("CSeq", "1 MESSAGE")]
+    if response.duration is not None:
+        headers.append(("Expires", str(response.duration)))
+    return Response(code, mapping._header_safe(phrase) or "Status", tuple(headers))
+
+
 class SipCodec:
     """``INativeCodec`` ``sip`` (registered by twisted/plugins/cpimgw_sip.py)."""
 
@@ -75,7 +120,7 @@ class SipCodec:
     def to_operation(self, data: bytes) -> Any:
         message = parse_message(data)
         if not isinstance(message, Request):
-            raise OperationNotCarriedError("a SIP response is not a CPIM operation")
+            return response_to_cpim(message)
         if message.method == "MESSAGE":
             return mapping.message_from_sip(message)
         if message.method == "SUBSCRIBE":
@@ -102,6 +147,8 @@ class SipCodec:
     def from_operation(self, operation: Any) -> bytes:
         call_id = f"{secrets.token_hex(8)}@gateway.invalid"
         tag = secrets.token_hex(4)
+        if isinstance(operation, CPIMResponse):
+            return response_from_cpim(operation, call_id, tag).to_bytes()
         if isinstance(operation, Message):
             request = mapping.message_to_sip(operation, call_id=call_id, from_tag=tag)
         elif isinstance(operation, Notify):

@@ -39,12 +39,21 @@ from cpimgw.adapters.xmpp import mapping
 from cpimgw.adapters.xmpp.addresses import AddressMap
 from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
 from cpimgw.cpim.errors import ParseError
+from cpimgw.adapters.xmpp.errors import (
+    ERROR_TYPES,
+    condition_for_stanza_error,
+    sip_status_for_stanza_error,
+    stanza_error_for_condition,
+)
+from cpimgw.cpim.interworking import tag_reason, tagged_status
 from cpimgw.cpim.operations import (
     MEDIA_CPIM,
     Message,
     Notify,
     Operation,
     Publish,
+    Response,
+    Status,
     Subscribe,
     SubscriptionState,
     TerminationReason,
@@ -132,9 +141,11 @@ class XMPPCodec:
     def parse(self, data: bytes) -> dict[str, Any]:
         return element_dict(read_stanza(data))
 
-    def to_operation(self, data: bytes) -> Operation:
+    def to_operation(self, data: bytes) -> Operation | Response:
         stanza = read_stanza(data)
         addresses = AddressMap(self.gateway_domain, self.xmpp_domains)
+        if stanza.getAttribute("type") == "error":
+            return self._response(stanza)
         try:
             if stanza.name == "message":
                 return mapping.message_to_cpim(
@@ -170,6 +181,35 @@ class XMPPCodec:
         except mapping.StanzaError as error:
             raise XMPPParseError(f"<{error.condition}/>: {error.reason}") from None
         raise XMPPParseError("an <iq/> has no CPIM operation")
+
+    @staticmethod
+    def _response(stanza: domish.Element) -> Response:
+        """A ``type='error'`` stanza: the CPIM failure ``response`` (RFC 7247 §7.1; the reason names the XMPP
+        condition, so XMPP gets the same one back where the tables are many to one)."""
+        condition, text = mapping.stanza_error_condition(stanza)
+        bare = not (stanza.getAttribute("from") and mapping.parse_jid(stanza["from"]).resource)
+        return Response(stanza.getAttribute("id") or new_id(), Status.FAILURE, tag_reason("XMPP", condition, text),
+                        condition_for_stanza_error(condition), None, sip_status_for_stanza_error(condition, bare=bare))
+
+    def _error(self, response: Response) -> domish.Element:
+        """A CPIM failure ``response`` as an XMPP error (RFC 6120 §8.3): the condition its reason names,
+        else the RFC 7247 §7.2 one of its SIP status or condition."""
+        named, text = tagged_status(response.reason, "XMPP")
+        if named is not None:
+            condition, error_type = named, ERROR_TYPES.get(named, "cancel")
+        else:
+            condition, error_type = stanza_error_for_condition(response.condition, response.native_code)
+            text = response.reason
+        stanza = domish.Element((mapping.NS_CLIENT, "message"))
+        stanza["from"] = self.gateway_domain
+        stanza["id"] = response.trans_id
+        stanza["type"] = "error"
+        error = stanza.addElement("error")
+        error["type"] = error_type
+        error.addElement((mapping.NS_STANZAS, condition))
+        if text:
+            error.addElement((mapping.NS_STANZAS, "text"), content=text[:1000])
+        return stanza
 
     def _notify(self, stanza: domish.Element, addresses: AddressMap, kind: str,
                 notified: tuple[str, int | None, str | None]) -> Notify:
@@ -235,7 +275,12 @@ class XMPPCodec:
                     return host
         return operation.destination.domain_key
 
-    def from_operation(self, operation: Operation) -> bytes:
+    def from_operation(self, operation: Operation | Response) -> bytes:
+        if isinstance(operation, Response):
+            if operation.status is not Status.FAILURE:
+                raise XMPPParseError(f"an XMPP message has no answer for {operation.status.value} (RFC 6121 §5.2.2: "
+                                     "only an error comes back)")
+            return self._error(operation).toXml().encode("utf-8")
         if isinstance(operation, Message):
             domain = self._xmpp_domain(operation, self.gateway_domain)
             addresses = self._addresses(domain)
