@@ -23,6 +23,16 @@ decrements, PRIM request ids...).  Fields a gateway must *create* when the
 original had none (an XMPP ``id``, a PRIM ``Message-ID`` or ``Date``...) are
 in ``generated``: they may appear on the way back, never change.
 
+Two matrices.  The headline is the *native* one: every far unit is
+serialised to octets, stripped of every private carriage of the gateway
+(:attr:`Profile.strip_private`: XMPP's ``urn:x-cpimgw:xmpp`` elements) and
+parsed again, as a third-party peer would return it, and the codecs write no
+private carriage at all (``with_private_carriage`` is not called): what
+comes back was held in a standard place.  The *carriage* matrix is the same
+between two cpimgw gateways, where the carriage is negotiated (XEP-0030).
+Shipped corpora name the adapter settings they are written for
+(``SETTINGS``; :func:`configured`).
+
 A unit is "equal" when every compared field of the original came back with
 the same value and nothing appeared that is not in ``generated``.  The
 engine also reports, for A -> B one way, which fields of A had no place in

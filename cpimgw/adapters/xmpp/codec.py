@@ -17,13 +17,24 @@ XMPP names both JIDs in ``XMPP.From`` / ``XMPP.To``, and the one *not* under
 the gateway domain is the XMPP user (when it is one of the message's two
 addresses); otherwise the destination is taken as the XMPP user.
 
-Presence keeps the operation: a ``Notify`` or ``Publish`` becomes presences
-carrying ``<pidf xmlns='urn:x-cpimgw:xmpp' op='notify' state=... expires=...>``
-(the document unmodified, :func:`.mapping.pidf_element`), and such a presence
-becomes the same operation again (a ``Notify`` from its ``from`` to its
-``to``, or a ``Publish`` with its instance and expiry).  A final notify
-without a document is an ``unsubscribed`` presence (rejected, noresource,
-invariant) or an ``unavailable`` one.
+Presence keeps the operation in XEP-0131 SHIM headers (:mod:`.rules`): a
+``Notify`` becomes presences with ``Subscription-State`` (RFC 6665 §8.2.3
+syntax), a ``Publish`` presences with ``Expires`` (and ``Instance`` when the
+publication's instance is not its tuple's), and such a presence becomes the
+same operation again.  A final notify without a document is an
+``unsubscribed`` presence (rejected, noresource, invariant) or an
+``unavailable`` one.  A ``Subscribe`` is ``subscribe`` (SHIM ``Expires``
+unless it is ``subscription_duration``), ``unsubscribe`` (a cancel) or
+``probe`` (a fetch, :func:`cpimgw.cpim.operations.is_fetch_id`), from the
+watcher's instance.  A failure response is a message error (RFC 6120 §8.3)
+and an error stanza the failure response.
+
+The private ``<cpim/>``/``<pidf/>`` carriage is written only by
+:meth:`XMPPCodec.with_private_carriage` (as the adapter writes towards another
+cpimgw that advertises it, XEP-0030); the codec ``cpimgw translate`` uses
+writes what an ordinary XMPP peer reads.  ``cpimgw translate --config``
+gives it the deployment's gateway domain, XMPP domains and
+``subscription_duration`` (``for_settings`` of the plugin).
 """
 
 from __future__ import annotations

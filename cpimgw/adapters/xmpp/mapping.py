@@ -32,21 +32,35 @@ no ``<body/>`` at all                  ``XMPP.No-Body: true``
 ``from`` / ``to`` as full JIDs         ``XMPP.From``, ``XMPP.To`` (the resources, and which
                                        side is the XMPP user: the JID under the gateway
                                        domain is the foreign one)
-(receipt time)                         ``DateTime`` (RFC 3922 §4.1 MAY)
+XEP-0203 ``<delay stamp=/>``           ``DateTime`` (none without it: a live message)
+XEP-0172 ``<nick/>``                   the display name of ``From``
+XEP-0033 ``<addresses/>`` to / cc      every ``To`` / ``cc`` with its display name
+``<thread/>``                          ``Message.conversation_id``
+XEP-0131 SHIM ``<headers/>``           ``NS``, ``Require``, extension and ``Content-*``
+                                       headers (:func:`_shim_fields`)
 =====================================  =====================================================
+
+The places are the rows of :data:`.rules.MESSAGE_RULES` and
+:data:`.rules.PRESENCE_RULES`; CPIM -> XMPP writes the same elements
+(:func:`_add_native_headers`), so nothing with a standard XMPP place needs
+the private carriage.
 
 ``XMPP`` is the prefix of :data:`NS_XMPP`; a header value that Message/CPIM
 cannot hold as it is (empty, or with a space at either end) is written
 base64 with ``;enc=b64`` (or ``;enc=empty``).  CPIM -> XMPP reads the same
 headers back, so a message that leaves XMPP and comes back is the same
-stanza.  A Message/CPIM object from another protocol is also carried
-unmodified in ``<cpim xmlns='urn:x-cpimgw:xmpp'>`` (base64); an inbound stanza
-that carries one whose ``From`` is its sender yields exactly those octets.
+stanza.  Towards another cpimgw only (negotiated by the adapter, XEP-0030)
+a Message/CPIM object from another protocol is also carried unmodified in
+``<cpim xmlns='urn:x-cpimgw:xmpp'>`` (base64); an inbound stanza that carries
+one whose ``From`` is its sender yields exactly those octets.
 
 CPIM -> XMPP (RFC 3922 §4.2): a message without an instance takes the
 resource of ``XMPP.From`` / ``XMPP.To`` when that JID's bare part is the one
 the address maps to (so an instance survives networks that have none, and a
-header can never move a message to another JID); ``cc``, ``DateTime`` and ``NS`` are not passed;
+header can never move a message to another JID); ``cc``, every ``To``,
+``DateTime``, the display name, ``NS`` and extension headers go to their XEP
+places (:data:`.rules.MESSAGE_RULES`); the message id is ``<origin-id/>``
+and the conversation ``<thread/>``;
 ``Require`` naming anything but the ``XMPP.*`` headers fails the message
 (:class:`~cpimgw.cpim.errors.NotUnderstoodError`); only ``text/plain``
 (us-ascii or utf-8) becomes ``<body/>``; a ``multipart/signed`` or
@@ -69,10 +83,13 @@ SIP user agents that read RPID only.  PIDF -> XMPP: one presence per tuple from
 ``target/instance``, the same fields back; provisional ``im:im`` and RPID
 activities give a ``<show/>`` when there is no XMPP show (:func:`_show_for`).
 
-What XMPP presence cannot express (RPID persons and devices, timestamps,
-contacts, document notes, unknown extensions, tuple ids not of the
-``ID-resource`` form, and the operation itself: notify or publish, its
-subscription state, expiry, reason and instance) travels in
+PIDF -> XMPP also writes the tuple timestamp as XEP-0203 ``<delay/>``, the
+first person's RPID mood, activities and idle as XEP-0107 ``<mood/>``,
+XEP-0108 ``<activity/>`` and XEP-0319 ``<idle/>``, and what no element holds
+(persons, devices, contacts, document notes and extensions, tuple ids not of
+the ``ID-resource`` form) as SHIM ``PIDF-*`` headers holding the RFC 3863
+XML (:func:`_residue_headers`), read back by :func:`presence_to_pidf`.
+Towards another cpimgw only, the document also travels in
 ``<pidf xmlns='urn:x-cpimgw:xmpp'>`` (:func:`pidf_element`): the PIDF
 octets unmodified (base64), with the operation in attributes.  A presence
 that carries one whose ``entity`` is its sender (:func:`carried_pidf`; any
