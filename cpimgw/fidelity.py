@@ -117,6 +117,8 @@ class Profile:
         one, the matrix must read 100%.
     :ivar strip_private: a unit's octets without any private carriage of
         the gateway (what a third-party peer understands and returns).
+    :ivar no_place: what CPIM can express and this protocol has no standard
+        place for, and why (the RFC/XEP section): the residual losses.
     """
 
     name: str
@@ -126,6 +128,7 @@ class Profile:
     split: Callable[[bytes], list[bytes]] = attrs.field(default=lambda data: [data])
     carries: frozenset[str] = frozenset()
     strip_private: Callable[[bytes], bytes] = attrs.field(default=lambda data: data)
+    no_place: Callable[[], Mapping[str, str]] = attrs.field(default=lambda: {})
 
 
 @attrs.frozen
@@ -471,6 +474,12 @@ def xmpp_strip_private(data: bytes) -> bytes:
     return stanza.toXml().encode("utf-8")
 
 
+def _rules_without_place() -> dict[str, str]:
+    from cpimgw.adapters.xmpp.rules import MESSAGE_RULES, PRESENCE_RULES
+
+    return {rule.field: f"{rule.spec}: {rule.note}" for rule in MESSAGE_RULES + PRESENCE_RULES if rule.place is None}
+
+
 def xmpp_split(data: bytes) -> list[bytes]:
     """The stanzas the XMPP codec wrote (one per line start: text cannot hold a raw ``<``)."""
     return [part for part in re.split(rb"\n(?=<(?:message|presence|iq)[\s>/])", data) if part.strip()]
@@ -514,6 +523,7 @@ XMPP_PROFILE = Profile(
     split=xmpp_split,
     carries=frozenset(),
     strip_private=xmpp_strip_private,
+    no_place=lambda: _rules_without_place(),
 )
 
 
@@ -675,7 +685,8 @@ PRIM_NS = "http://www.fujitsulabs.com/prim/"
 PRIM_HOP_HEADERS = {
     "request id": "pairs a request with its response on one connection (draft-ietf-prim-server-00 §4)",
     "version": "negotiated per connection (server-00 §4, RFC 2145 rules)",
-    "x-max-forwards": "MaxForwards, decremented at every hop (RFC 3860 §4.1, digest §2.12)",
+    "x-max-forwards": "MaxForwards, decremented at every hop (RFC 3860 §4.1); PRIM has no field for it, gateways "
+                      "pass it in this extension header",
     "astrength": "the weakest authentication strength of the relay path so far (-01 §15.4): per hop",
     "subscription-id": "identifies the subscription on one network; SIP names it by its dialog, XMPP by the JID "
                        "pair, and the gateway's subscription table maps one leg to the other (RFC 3859 §4.4)",
@@ -737,7 +748,7 @@ def prim_fields(data: bytes, codec: Any) -> Fields:
                 pidf_fields(body, values, carried)
             else:
                 # Legacy application/presence (or message/cpim around PIDF): what CPIM expresses of it
-                # is the PIDF the codec makes of it (digest §2.10).
+                # is the PIDF the codec makes of it (RFC 3863 §4).
                 operation = codec.to_operation(data)
                 presence = getattr(operation, "presence", None)
                 if presence is not None and presence.media_type == MEDIA_PIDF:
@@ -1159,6 +1170,15 @@ def format_matrix(matrix: Matrix, *, verbose: bool = False, carriage: Matrix | N
             if verbose:
                 lines.append(f"      sent:     {_short(loss.original, 160)}")
                 lines.append(f"      returned: {_short(loss.returned, 160)}")
+    if losses:
+        fars = sorted({loss.far for loss in losses})
+        for far in fars:
+            profile = matrix.profiles.get(far)
+            reasons = profile.no_place() if profile is not None else {}
+            if reasons:
+                lines.append("")
+                lines.append(f"what {far} has no standard place for, and why:")
+                lines.extend(f"  {what}: {why}" for what, why in reasons.items())
     if carriage is not None and carriage.losses:
         lines.append("")
         lines.append(f"with the private carriage, fields that did not survive ({len(carriage.losses)}):")

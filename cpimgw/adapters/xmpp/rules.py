@@ -100,6 +100,12 @@ MESSAGE_RULES: tuple[Rule, ...] = (
     Rule("conversation id (Conversation-ID)", "<thread/>", "RFC 6121 §5.2.5, XEP-0201 §3"),
     Rule("source instance", "message@from resource", "RFC 7247 §5.2, RFC 7572 §4"),
     Rule("destination instance", "message@to resource", "RFC 7247 §5.2, RFC 7572 §4"),
+    Rule("Require naming what XMPP cannot render", None, "RFC 3862 §3.5",
+         "Require binds whoever renders the message: refused (feature-not-implemented, SIP 420), never "
+         "delivered half-understood"),
+    Rule("isComposing refresh, contenttype, lastactive", None, "RFC 7573 §7, XEP-0085 §5",
+         "XEP-0085 chat states hold the state only (active/composing); the rest of an RFC 3994 document has "
+         "no XMPP place"),
     Rule("MaxForwards", None, "RFC 3860 §4.1",
          "decremented at every hop: XMPP routes by server-to-server streams and has no hop count"),
     Rule("TransID", None, "RFC 3860 §4.1", "identifies one request/response pair on the bus: hop by hop"),
