@@ -125,7 +125,15 @@ from cpimgw.adapters.xmpp import e2e, rules
 from cpimgw.adapters.xmpp.addresses import AddressMap, parse_jid
 from cpimgw.adapters.xmpp.hardening import HardenedElementStream, StreamLimits, StreamRejected
 from cpimgw.cpim.errors import MessageFormatError, NotUnderstoodError, ParseError
-from cpimgw.cpim.message import CPIMAddress, CPIMMessage, build_message, parse_date_time, parse_message, qualified_name
+from cpimgw.cpim.message import (
+    CPIMAddress,
+    CPIMMessage,
+    build_message,
+    decode_escapes,
+    parse_date_time,
+    parse_message,
+    qualified_name,
+)
 from cpimgw.cpim.operations import MEDIA_CPIM, MEDIA_PIDF, Content, Message, Subscribe, is_fetch_id
 from cpimgw.cpim.pidf import (
     Activities,
@@ -548,9 +556,9 @@ def _shim_fields(headers: Sequence[tuple[str, str]]) -> ShimFields:
         elif "." in name and name.split(".", 1)[0] in prefixes:
             prefix, _, local = name.partition(".")
             if local:
-                extensions.append((prefixes[prefix], prefix, local, value, params))
+                extensions.append((prefixes[prefix], prefix, local, decode_escapes(value), params))
         elif name and all(c.isalnum() or c in "-_" for c in name):
-            extensions.append((rules.NS_SHIM, "SHIM", name, value, params))
+            extensions.append((rules.NS_SHIM, "SHIM", name, decode_escapes(value), params))
     return ShimFields(date_time, tuple(require), tuple(extensions), tuple(content))
 
 
@@ -791,7 +799,8 @@ def _shim_headers(cpim: CPIMMessage, media: str) -> list[tuple[str, str]]:
         elif not header.is_core and header.namespace != NS_XMPP:
             name = header.local_name if header.namespace == rules.NS_SHIM else header.name
             name += "".join(f";{k}={v}" for k, v in header.params)
-            headers.append((name, header.value))
+            # As written, RFC 3862 §2.3 escapes kept: a control character has no place in XML text.
+            headers.append((name, header.raw_value))
     content_type = cpim.content_header("Content-Type")
     if media != MEDIA_ISCOMPOSING and not e2e.is_secured(media) and content_type is not None \
             and _normal_type(content_type) != XMPP_CONTENT_TYPE:
