@@ -75,6 +75,51 @@ class RuleTableTests(unittest.TestCase):
         self.assertEqual(names, ["DateTime", "NS", "MyFeatures.WackyMessageOption", "Content-Type", "Content-ID"])
 
 
+class PresenceRuleTests(unittest.TestCase):
+    def test_every_presence_place_is_written_and_read_back(self):
+        from cpimgw.cpim.operations import MEDIA_PIDF, Notify, SubscriptionState
+
+        document = pidf("pres:romeo@sip.example", (
+            '<tuple id="ID-orchard"><status><basic>open</basic></status><contact priority="0.5">im:romeo@sip.example'
+            '</contact><note xml:lang="en">in the orchard</note><timestamp>2010-11-13T23:29:00Z</timestamp></tuple>\n'
+            '<tuple id="ID-phone"><status><basic>closed</basic></status></tuple>\n'
+            '<dm:person id="p1"><rpid:mood><rpid:happy/></rpid:mood><rpid:activities><rpid:on-the-phone/>'
+            '</rpid:activities><rpid:user-input last-input="2010-11-13T22:00:00Z">idle</rpid:user-input>'
+            '</dm:person>\n'))
+        notify = Notify(parse_uri("pres:juliet@xmpp.example"), parse_uri("pres:romeo@sip.example"),
+                        Content(MEDIA_PIDF, document), subscript_id="s1", state=SubscriptionState.PENDING,
+                        expires=300, origin="sip")
+        orchard, phone = stanzas(XMPP.from_operation(notify))
+        # RFC 7248 §5: one presence per tuple, the instance as resource; basic as type.
+        self.assertEqual((orchard["from"], phone["from"], phone["type"]),
+                         ("romeo\\40sip.example@gw.localhost/orchard", "romeo\\40sip.example@gw.localhost/phone",
+                          "unavailable"))
+        self.assertEqual((str(orchard.status), str(orchard.priority)), ("in the orchard", "64"))
+        self.assertEqual(child(orchard, rules.NS_DELAY, "delay")["stamp"], "2010-11-13T23:29:00Z")
+        self.assertEqual([c.name for c in child(orchard, rules.NS_MOOD, "mood").elements()], ["happy"])
+        [talking] = list(child(orchard, rules.NS_ACTIVITY, "activity").elements())
+        self.assertEqual((talking.name, [c.name for c in talking.elements()]), ("talking", ["on_the_phone"]))
+        self.assertEqual(child(orchard, rules.NS_IDLE, "idle")["since"], "2010-11-13T22:00:00Z")
+        self.assertEqual(rules.first_shim(rules.read_shim(orchard), "Subscription-State"), "pending;expires=300")
+        # Read back as a third party returns it: the same notify, the same document.
+        back = XMPP.to_operation(third_party(orchard.toXml().encode()))
+        self.assertEqual((back.state, back.expires), (SubscriptionState.PENDING, 300))
+        returned = parse_pidf(back.presence.body)
+        self.assertEqual(returned.persons, parse_pidf(document).persons)
+        self.assertEqual(returned.tuples, parse_pidf(document).tuples[:1])
+
+    def test_an_xmpp_users_mood_and_activity_become_rpid(self):
+        stanza = (b"<presence from='juliet@xmpp.example/balcony' to='romeo\\40sip.example@gw.localhost'>"
+                  b"<mood xmlns='http://jabber.org/protocol/mood'><in_love/><text>for Romeo</text></mood>"
+                  b"<activity xmlns='http://jabber.org/protocol/activity'><relaxing><reading/></relaxing></activity>"
+                  b"<idle xmlns='urn:xmpp:idle:1' since='2010-11-13T22:00:00Z'/></presence>")
+        [person] = parse_pidf(XMPP.to_operation(stanza).presence.body).persons
+        self.assertEqual((person.mood[0].values, person.mood[0].other[0].text), (("in_love",), "for Romeo"))
+        self.assertEqual(person.activities[0].values,
+                         ("{http://jabber.org/protocol/activity}relaxing", "{http://jabber.org/protocol/activity}reading"))
+        self.assertEqual((person.user_input.state, person.user_input.last_input), ("idle", "2010-11-13T22:00:00Z"))
+
+
 class FourExamplesTests(unittest.TestCase):
     """The examples of "no loss of information, as the far network's own software sees it"."""
 
