@@ -693,6 +693,11 @@ PRIM_HOP_HEADERS = {
     "date of a NOTIFY/PUBLISH": "the time of this command on this hop; the presence time travels in the PIDF "
                                 "<timestamp> (RFC 3863 §4.1.7)",
     "Content-Type parameters of a PIDF body": "the XML declaration carries the encoding (RFC 3023 §3.2)",
+    "the media type of a NOTIFY/PUBLISH body": "the document is compared as the PIDF it is (RFC 3863 §4): "
+                                               "application/pidf+xml, the draft's application/cpim-pidf+xml and "
+                                               "the legacy application/presence say one presence",
+    "date of a SUBSCRIBE/FETCH": "the time of this command on this hop (draft-ietf-prim-server-00 §5); a "
+                                 "subscription has its Duration, compared",
 }
 _PRIM_NATIVE = {"from", "to", "message-id", "conversation-id", "reply-to", "date", "content-type", "duration",
                 "tuple-id", "pi-type"}
