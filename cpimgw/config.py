@@ -30,6 +30,7 @@ import attrs
 from cpimgw.cpim.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+LOG_FORMATS = ("text", "json")
 STORE_KINDS = ("sqlite", "memory")
 PRESENCE_POLICIES = ("allow", "same-domain", "deny")
 MESSAGE_POLICIES = ("allow", "deny")
@@ -45,6 +46,10 @@ class GatewaySettings:
     data_dir: str = "."
     log_level: str = "info"
     status_port: int = 0
+    #: The address the operators' endpoint binds (loopback unless the operator says otherwise).
+    status_address: str = "127.0.0.1"
+    #: ``text`` (twistd's lines) or ``json`` (one JSON object per line).
+    log_format: str = "text"
 
 
 @attrs.frozen
@@ -243,6 +248,17 @@ class _Reader:
             raise self.error(f"{prefix}.{key}", f"must be a port number from 0 to 65535, got {show(value)}")
         return value
 
+    def ip_address(self, table: Mapping[str, Any], prefix: str, key: str, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            raise self.error(f"{prefix}.{key}", f"must be an IPv4 or IPv6 address, got {show(value)}")
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise self.error(f"{prefix}.{key}", f"must be an IPv4 or IPv6 address, got {show(value)}") from None
+
     def positive_number(self, table: Mapping[str, Any], prefix: str, key: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
@@ -313,12 +329,14 @@ def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any
     r.no_unknown(data, "", ("gateway", "store", "routing", "bus", "presence", "policy", "tls", "adapters"))
 
     t = r.table(data, "gateway")
-    r.no_unknown(t, "gateway", ("name", "data_dir", "log_level", "status_port"))
+    r.no_unknown(t, "gateway", ("name", "data_dir", "log_level", "status_port", "status_address", "log_format"))
     gateway = GatewaySettings(
         name=r.string(t, "gateway", "name", _default(GatewaySettings, "name"), empty=False),
         data_dir=r.string(t, "gateway", "data_dir", _default(GatewaySettings, "data_dir"), empty=False),
         log_level=r.choice(t, "gateway", "log_level", _default(GatewaySettings, "log_level"), LOG_LEVELS),
         status_port=r.port(t, "gateway", "status_port", _default(GatewaySettings, "status_port")),
+        status_address=r.ip_address(t, "gateway", "status_address", _default(GatewaySettings, "status_address")),
+        log_format=r.choice(t, "gateway", "log_format", _default(GatewaySettings, "log_format"), LOG_FORMATS),
     )
 
     t = r.table(data, "store")

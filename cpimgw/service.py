@@ -6,8 +6,9 @@ RFC 3861 resolver, the :class:`cpimgw.bus.Bus` and every enabled adapter
 (built by its ``IAdapterFactory`` plugin, design.md §3) as child services.
 
 Starting is asynchronous and ordered: open the operators' status endpoint
-when ``[gateway] status_port`` is set (``/status`` JSON, ``/health``; on
-127.0.0.1 only), start the bus -- which opens the store
+when ``[gateway] status_port`` is set (``/status`` JSON, ``/health``,
+``/metrics`` for Prometheus; on ``status_address``, 127.0.0.1 by default),
+start the bus -- which opens the store
 first, then reloads the subscriptions and re-arms the presence timers
 (RFC 3859 §4.4.3) -- then start the adapters one after the other.  A step that fails is logged with what failed and why, what
 had started is stopped again, and ``on_start_failure`` is called -- by
@@ -24,6 +25,12 @@ that the collector's full passes no longer walk it, and raises the
 generation-0 threshold from CPython's 700 to :data:`GC_GEN0_THRESHOLD`
 (fewer young collections for the per-message Deferreds and operations).
 Stopping unfreezes and restores the thresholds.  See :func:`tune_gc`.
+
+Under twistd the gateway also re-reads its configuration file on SIGHUP
+(:meth:`GatewayService.reload`: routing and policy tables, TLS certificates;
+no connection is dropped, a broken file is refused with one log line), and
+writes its log as one JSON object per line with ``[gateway] log_format =
+"json"`` (:mod:`cpimgw.logs`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import gc
 import os
 import sys
 from typing import Any, Callable, Iterable, Mapping
+
+import attrs
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -218,6 +227,12 @@ class GatewayService(MultiService):
         self._adapters_started: list[Any] = []
         self._wrapped_observers: list[tuple[Any, Any]] = []
         self.status_listener: Any = None
+        self._json_observers: list[tuple[Any, Any]] = []
+        #: The bus instrumentation (:class:`cpimgw.metrics.BusInstruments`) when metrics are on.
+        self.instruments: Any = None
+        self._factories: Mapping[str, Any] | None = None
+        self._metrics_registry: Any = None
+        self._collector: Any = None
         for adapter in self.adapters:
             adapter.setServiceParent(self)
 
@@ -227,9 +242,14 @@ class GatewayService(MultiService):
         # Not MultiService.startService: the children start asynchronously, in order.
         self.running = 1
         if self.apply_log_level:
+            if getattr(self.config.gateway, "log_format", "text") == "json":
+                from cpimgw.logs import use_json_format
+
+                self._json_observers = use_json_format(globalLogPublisher)
             self._install_log_level(self.config.gateway.log_level)
         if self.clean_sigterm:
             self._install_sigterm()
+            self._install_sighup()
         log.info(
             "cpimgw {gateway} starting: store {store_kind} {store_where}, {count} adapter(s)",
             gateway=self.config.gateway.name,
@@ -248,15 +268,17 @@ class GatewayService(MultiService):
             port = getattr(self.config.gateway, "status_port", 0)
             if not port or self.reactor is None:
                 return None
-            step = maybeDeferred(self.reactor.listenTCP, port, status_site(self), interface=STATUS_INTERFACE)
+            interface = getattr(self.config.gateway, "status_address", STATUS_INTERFACE) or STATUS_INTERFACE
+            step = maybeDeferred(self.reactor.listenTCP, port, status_site(self), interface=interface)
 
             def listening(listener: Any) -> None:
                 self.status_listener = listener
-                log.info("status endpoint on http://{host}:{port}/status and /health", host=STATUS_INTERFACE,
-                         port=port)
+                shown = f"[{interface}]" if ":" in interface else interface
+                log.info("status endpoint on http://{where}:{port}/status, /health and /metrics", where=shown,
+                         host=interface, port=port, event="gateway.status_endpoint")
 
             step.addCallback(listening)
-            return _labelled(step, f"opening the status endpoint on {STATUS_INTERFACE}:{port}")
+            return _labelled(step, f"opening the status endpoint on {interface}:{port}")
 
         d.addCallback(open_status)
 
@@ -427,7 +449,152 @@ class GatewayService(MultiService):
             globalLogPublisher.removeObserver(wrapped)
             globalLogPublisher.addObserver(observer)
         self._wrapped_observers = []
+        if self._json_observers:
+            from cpimgw.logs import restore
+
+            restore(globalLogPublisher, self._json_observers)
+            self._json_observers = []
         return result
+
+    # metrics ----------------------------------------------------------------
+
+    def metrics_registry(self) -> Any:
+        """The ``prometheus_client`` registry of this gateway's own gauges (:class:`cpimgw.metrics.GatewayCollector`)."""
+        if self._metrics_registry is None:
+            from prometheus_client import CollectorRegistry
+
+            from cpimgw.metrics import GatewayCollector
+
+            self._collector = GatewayCollector(self)
+            self._metrics_registry = CollectorRegistry(auto_describe=False)
+            self._metrics_registry.register(self._collector)
+        return self._metrics_registry
+
+    def render_metrics(self) -> Deferred[bytes]:
+        """``Deferred[bytes]``: the Prometheus exposition text (the process-wide metrics, then this gateway's)."""
+        from prometheus_client import generate_latest
+
+        from cpimgw.metrics import REGISTRY
+
+        registry = self.metrics_registry()
+
+        def counted(view: dict[str, Any]) -> bytes:
+            store = view.get("store") or {}
+            self._collector.store_counts = {k: v for k, v in store.items() if isinstance(v, int)}
+            return generate_latest(REGISTRY) + generate_latest(registry)
+
+        return maybeDeferred(self.bus.snapshot).addCallback(counted)
+
+    # reload (SIGHUP) --------------------------------------------------------
+
+    def _install_sighup(self) -> None:
+        """SIGHUP re-reads the configuration file (:meth:`reload`), connections stay up."""
+        import signal
+        import threading
+
+        if self.reactor is None or threading.current_thread() is not threading.main_thread():
+            return
+        if not hasattr(signal, "SIGHUP"):
+            return
+        reactor = self.reactor
+
+        def on_sighup(signum: int, frame: object) -> None:
+            reactor.callFromThread(self.reload)
+
+        reactor.callWhenRunning(signal.signal, signal.SIGHUP, on_sighup)
+
+    def reload(self, path: str | None = None) -> list[str]:
+        """Re-read the configuration file and apply what is safe to change while running.
+
+        Applied at once, without dropping a connection: the routing table
+        (``[routing]``), the policy tables (``[policy]``, and
+        ``presence.max_duration`` which the policy enforces), and the TLS
+        certificates of every adapter that can reload them (``reload_tls``;
+        new handshakes use the new certificate, established sessions keep
+        theirs).  Anything else that changed is logged as needing a restart
+        and left as it runs.  A file that does not load is refused with one
+        log line and nothing is changed.
+
+        :param path: the file to read (default: the one the gateway started from).
+        :return: one line per change applied (empty when nothing changed or the file was refused).
+        """
+        from cpimgw.config import find_adapter_factories, load_config
+        from cpimgw.metrics import RELOADS
+
+        path = path or self.config.path
+        if path is None:
+            log.warn("reload asked, but the gateway runs on the built-in defaults: nothing to re-read",
+                     event="config.reload_refused")
+            RELOADS.labels("refused").inc()
+            return []
+        try:
+            new = load_config(path, factories=self._factories or find_adapter_factories())
+            tls_changes = self._check_tls(new)
+        except ConfigError as error:
+            log.error("configuration reload refused, the running configuration is kept: {error}", error=str(error),
+                      path=path, event="config.reload_refused")
+            RELOADS.labels("refused").inc()
+            return []
+        old = self.config
+        changes = []
+        if dict(new.routing.domains) != dict(old.routing.domains) or new.routing.srv_fallback != old.routing.srv_fallback:
+            changes.extend(_diff_table("routing.domains", old.routing.domains, new.routing.domains))
+            if new.routing.srv_fallback != old.routing.srv_fallback:
+                changes.append(f"routing.srv_fallback: {old.routing.srv_fallback} -> {new.routing.srv_fallback}")
+            self._apply_routes(new)
+        if new.policy != old.policy or new.presence.max_duration != old.presence.max_duration:
+            for field in ("presence", "message", "allow_domains", "deny_domains"):
+                before, after = getattr(old.policy, field), getattr(new.policy, field)
+                if before != after:
+                    changes.append(f"policy.{field}: {_shown(before)} -> {_shown(after)}")
+            if new.presence.max_duration != old.presence.max_duration:
+                changes.append(f"presence.max_duration: {old.presence.max_duration} -> {new.presence.max_duration}")
+            self.bus.policy = make_policy(new)
+            if hasattr(self.bus.presence, "max_duration"):
+                self.bus.presence.max_duration = new.presence.max_duration
+        for adapter, line in tls_changes:
+            adapter.reload_tls()
+            changes.append(line)
+        restart = _needs_restart(old, new)
+        kept = attrs.evolve(old, routing=new.routing, policy=new.policy,
+                            presence=attrs.evolve(old.presence, max_duration=new.presence.max_duration))
+        self.config = attrs.evolve(kept, path=old.path) if kept.path != old.path else kept
+        for line in changes:
+            log.info("configuration reloaded: {change}", change=line, path=path, event="config.changed")
+        for key in restart:
+            log.warn("configuration reload: {key} changed, which needs a restart; not applied", key=key,
+                     path=path, event="config.needs_restart")
+        log.info("configuration {path} reloaded: {count} change(s) applied", path=path, count=len(changes),
+                 changes=changes, event="config.reloaded")
+        RELOADS.labels("applied").inc()
+        return changes
+
+    def _check_tls(self, new: Config) -> list[tuple[Any, str]]:
+        """Load every adapter's certificates again (raises ``ConfigError`` when one does not load)."""
+        found = []
+        for adapter in self.adapters:
+            check = getattr(adapter, "check_tls", None)
+            if check is None or not getattr(adapter, "reload_tls", None):
+                continue
+            try:
+                line = check()
+            except Exception as error:  # noqa: BLE001 - any unreadable certificate refuses the reload
+                raise ConfigError(f"TLS material of adapter {adapter.name} does not load: {_one_line(error)}",
+                                  path=new.path) from None
+            if line:
+                found.append((adapter, f"adapters.{adapter.name} TLS: {line}"))
+        return found
+
+    def _apply_routes(self, new: Config) -> None:
+        from cpimgw.routing import StaticRoutes
+
+        self.bus.routes = StaticRoutes(dict(new.routing.domains))
+        self.bus.resolver = make_resolver(new)
+        resolved = getattr(self.bus, "_resolved", None)
+        if resolved is not None:
+            resolved.clear()
+        if self.instruments is not None:
+            self.instruments.forget_routes()
 
 
 def health(service: "GatewayService") -> list[str]:
@@ -453,7 +620,10 @@ def health(service: "GatewayService") -> list[str]:
 
 
 def status_site(service: "GatewayService") -> Any:
-    """The ``twisted.web`` site of the operators' endpoint: ``/status`` (JSON) and ``/health``."""
+    """The ``twisted.web`` site of the operators' endpoint: ``/status`` (JSON), ``/health`` and ``/metrics``.
+
+    ``/metrics`` is the Prometheus text exposition format (:mod:`cpimgw.metrics`).
+    """
     import json
 
     from twisted.web import resource, server
@@ -491,13 +661,68 @@ def status_site(service: "GatewayService") -> Any:
             maybeDeferred(service.bus.snapshot).addCallbacks(write, failed)
             return server.NOT_DONE_YET
 
+    class Metrics(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> Any:  # noqa: N802 (Twisted name)
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+            def write(text: bytes) -> None:
+                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+                request.setHeader(b"cache-control", b"no-store")
+                request.write(text)
+                request.finish()
+
+            def failed(reason: Failure) -> None:
+                log.failure("metrics view failed", reason)
+                request.setResponseCode(500)
+                request.write(b"metrics unavailable\n")
+                request.finish()
+
+            service.render_metrics().addCallbacks(write, failed)
+            return server.NOT_DONE_YET
+
     root = resource.Resource()
     root.putChild(b"status", Status())
     root.putChild(b"health", Health())
+    root.putChild(b"metrics", Metrics())
     site = server.Site(root)
     site.displayTracebacks = False
     site.noisy = False
     return site
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _diff_table(name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            lines.append(f"{name}.{key}: removed (was {old[key]})")
+        elif key not in old:
+            lines.append(f"{name}.{key}: added -> {new[key]}")
+        elif old[key] != new[key]:
+            lines.append(f"{name}.{key}: {old[key]} -> {new[key]}")
+    return lines
+
+
+def _needs_restart(old: Config, new: Config) -> list[str]:
+    """The tables (or adapters) that changed in ways only a restart applies."""
+    keys = []
+    for table in ("gateway", "store", "bus", "tls"):
+        if getattr(old, table) != getattr(new, table):
+            keys.append(f"[{table}]")
+    if old.presence.default_duration != new.presence.default_duration:
+        keys.append("presence.default_duration")
+    for settings in new.adapters:
+        before = old.adapter(settings.name)
+        if before is None or before.enabled != settings.enabled or dict(before.settings) != dict(settings.settings):
+            keys.append(f"[adapters.{settings.name}]")
+    return keys
 
 
 def _one_line(error: BaseException) -> str:
@@ -544,6 +769,7 @@ def make_service(
     apply_log_level: bool = False,
     clean_sigterm: bool = False,
     freeze_gc: bool | None = None,
+    metrics: bool = True,
 ) -> GatewayService:
     """Build the gateway described by ``config`` (nothing is started yet).
 
@@ -562,6 +788,8 @@ def make_service(
         threshold once started (:func:`tune_gc`); by default only on the
         global reactor (``reactor`` not given: the real process, as under
         ``twistd``), never in a test's own reactor.
+    :param metrics: count and time what crosses the bus and the store
+        (:mod:`cpimgw.metrics`, the ``/metrics`` page).
     :raise ConfigError: an adapter's ``build`` refused its settings.
     """
     if freeze_gc is None:
@@ -611,7 +839,13 @@ def make_service(
         adapters.append(adapter)
     if on_start_failure is None:
         on_start_failure = _stop_reactor_with_failure(reactor)
-    return GatewayService(
+    instruments = None
+    if metrics:
+        from cpimgw.metrics import BusInstruments, instrument_store
+
+        instrument_store(store)
+        instruments = BusInstruments(bus)
+    service = GatewayService(
         config,
         store,
         bus,
@@ -622,3 +856,6 @@ def make_service(
         clean_sigterm=clean_sigterm,
         freeze_gc=freeze_gc,
     )
+    service.instruments = instruments
+    service._factories = dict(factories)
+    return service

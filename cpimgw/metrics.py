@@ -1,0 +1,421 @@
+"""Prometheus metrics of a running gateway (the ``/metrics`` page of the operators' endpoint).
+
+Exposed in the Prometheus text exposition format (version 0.0.4) with the
+ecosystem's own client, ``prometheus_client``.  Every label set is bounded:
+adapter names, directions, CPIM operation kinds (RFC 3860 ``message``,
+RFC 3859 ``subscribe``/``notify``, ``publish``), outcomes (``success``,
+``indeterminate`` and one value per CPIM failure condition of
+:class:`cpimgw.cpim.operations.Condition`), store method names, peer kinds
+and protocol names.  No user address ever becomes a label value.
+
+What is measured, and where:
+
+- ``cpimgw_operations_total{adapter, direction, kind, outcome}`` and
+  ``cpimgw_operation_duration_seconds{adapter, direction, kind}`` -- counted
+  at the bus seams by :class:`BusInstruments`: ``direction="in"`` when an
+  adapter hands the bus an operation it received (:meth:`IBus.dispatch`:
+  from receipt until the answer, which includes the far side's answer when
+  the operation was relayed), ``direction="out"`` when the bus hands an
+  adapter an operation to deliver (until the far side answered);
+  ``cpimgw_operations_in_flight{adapter, direction}`` is the work under way;
+- ``cpimgw_routed_operations_total{source, destination, kind, outcome}`` --
+  each delivery by the pair of adapters it crossed (traffic per protocol
+  pair);
+- ``cpimgw_store_operation_duration_seconds{operation}`` -- each ``IStore``
+  method (:func:`instrument_store`);
+- ``cpimgw_duplicates_dropped_total``, ``cpimgw_loops_stopped_total`` and
+  ``cpimgw_bus_events_total{event}`` -- the bus's own counters;
+- ``cpimgw_subscriptions``, ``cpimgw_presence_documents``,
+  ``cpimgw_adapter_up{adapter}``, ``cpimgw_adapter_connected{adapter}``,
+  ``cpimgw_connections{adapter, peer_kind}`` -- read when scraped
+  (:class:`GatewayCollector`);
+- ``cpimgw_parse_errors_total{protocol}``,
+  ``cpimgw_tls_handshake_failures_total{adapter}`` and
+  ``cpimgw_auth_failures_total{adapter, peer_kind}`` -- counted by the
+  adapters through :func:`parse_error`, :func:`tls_failure` and
+  :func:`auth_failure` (one call at the place they already reject).
+
+The metric objects live in one process-wide :data:`REGISTRY` (with the
+client's process, platform and garbage-collector collectors): one process is
+one gateway, and counters only ever grow, as Prometheus expects.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger(namespace="cpimgw.metrics")
+
+#: Latency buckets (seconds): from a local answer (sub-millisecond) to the far side's timeouts.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 32.0)
+
+#: Store method latency buckets (seconds).
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+#: The ``IStore`` methods timed by :func:`instrument_store` (and their plain fast-path variants).
+STORE_METHODS = (
+    "put_subscription", "get_subscription", "remove_subscription", "subscriptions", "set_digests",
+    "put_presence", "get_presence", "remove_presence", "presence_expiries",
+    "remember", "forget", "expire", "put_value", "get_value", "get_values", "remove_value",
+)
+
+#: The label value of an adapter that is not known (an operation from a domain no adapter serves).
+UNKNOWN = "unknown"
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+def _register_process_collectors(registry: CollectorRegistry) -> None:
+    from prometheus_client import gc_collector, platform_collector, process_collector
+
+    process_collector.ProcessCollector(registry=registry)
+    platform_collector.PlatformCollector(registry=registry)
+    gc_collector.GCCollector(registry=registry)
+
+
+_register_process_collectors(REGISTRY)
+
+OPERATIONS = Counter(
+    "cpimgw_operations", "CPIM operations per adapter and direction, by kind and outcome.",
+    ["adapter", "direction", "kind", "outcome"], registry=REGISTRY)
+DURATION = Histogram(
+    "cpimgw_operation_duration_seconds",
+    "From receipt (in) or hand-over to the adapter (out) until the answer, the far side's included.",
+    ["adapter", "direction", "kind"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+IN_FLIGHT = Gauge(
+    "cpimgw_operations_in_flight", "Operations received or handed over and not answered yet.",
+    ["adapter", "direction"], registry=REGISTRY)
+ROUTED = Counter(
+    "cpimgw_routed_operations", "Operations delivered, by the pair of adapters they crossed and outcome.",
+    ["source", "destination", "kind", "outcome"], registry=REGISTRY)
+STORE_DURATION = Histogram(
+    "cpimgw_store_operation_duration_seconds", "Time of each store operation until its answer.",
+    ["operation"], buckets=STORE_BUCKETS, registry=REGISTRY)
+STORE_ERRORS = Counter(
+    "cpimgw_store_errors", "Store operations that failed.", ["operation"], registry=REGISTRY)
+PARSE_ERRORS = Counter(
+    "cpimgw_parse_errors", "Native units refused as malformed, by protocol.", ["protocol"], registry=REGISTRY)
+TLS_FAILURES = Counter(
+    "cpimgw_tls_handshake_failures", "TLS handshakes that failed (either side), by adapter.", ["adapter"],
+    registry=REGISTRY)
+AUTH_FAILURES = Counter(
+    "cpimgw_auth_failures", "Authentication attempts refused, by adapter and peer kind.",
+    ["adapter", "peer_kind"], registry=REGISTRY)
+RELOADS = Counter(
+    "cpimgw_config_reloads", "Configuration reloads (SIGHUP), by result.", ["result"], registry=REGISTRY)
+
+
+def kind_of(operation: Any) -> str:
+    """The bounded label of an operation: ``message``, ``subscribe``, ``notify``, ``publish`` or ``other``."""
+    name = type(operation).__name__.lower()
+    return name if name in ("message", "subscribe", "notify", "publish") else "other"
+
+
+def outcome_of(response: Any) -> str:
+    """``success``, ``indeterminate`` or the failure condition (RFC 7247 §7 words), bounded."""
+    status = getattr(getattr(response, "status", None), "value", None)
+    if status == "success":
+        return "success"
+    if status == "indeterminant":
+        return "indeterminate"
+    condition = getattr(response, "condition", None)
+    value = getattr(condition, "value", None)
+    if isinstance(value, str):
+        return value
+    return "failure"
+
+
+def parse_error(protocol: str) -> None:
+    """Count one native unit refused as malformed (``protocol``: ``xmpp``, ``sip``, ``prim``...)."""
+    PARSE_ERRORS.labels(protocol).inc()
+
+
+def tls_failure(adapter: str) -> None:
+    """Count one failed TLS handshake of ``adapter``."""
+    TLS_FAILURES.labels(adapter).inc()
+
+
+def auth_failure(adapter: str, peer_kind: str) -> None:
+    """Count one refused authentication (``peer_kind``: ``client``, ``server``, ``component``...)."""
+    AUTH_FAILURES.labels(adapter, peer_kind).inc()
+
+
+# -- the bus seams ------------------------------------------------------------------------------------------
+
+
+class BusInstruments:
+    """Times and counts what crosses the bus, by wrapping its two seams on the instance.
+
+    ``bus.dispatch`` (an adapter hands the bus what it received) and
+    ``bus.deliver_now`` (the bus -- or the presence service's fan-out --
+    hands an adapter what it must deliver) are replaced on the bus object by
+    wrappers that call the originals unchanged; the bus's synchronous fast
+    path stays synchronous (a fired answer is read at once).
+
+    :param bus: the :class:`cpimgw.bus.Bus` (anything with ``dispatch``,
+        ``deliver_now``, ``routes`` and ``adapter_named``).
+    :param clock: monotonic seconds (``time.perf_counter`` by default).
+    """
+
+    def __init__(self, bus: Any, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.bus = bus
+        self.clock = clock
+        self._sources: dict[str, str] = {}
+        self._dispatch = bus.dispatch
+        self._deliver_now = bus.deliver_now
+        bus.dispatch = self.dispatch
+        bus.deliver_now = self.deliver_now
+        if hasattr(bus, "deliver"):
+            # Bus.deliver calls self.deliver_now: the wrapper is found on the instance.
+            pass
+
+    def uninstall(self) -> None:
+        """Put the bus's own methods back."""
+        for name in ("dispatch", "deliver_now"):
+            if name in vars(self.bus):
+                delattr(self.bus, name)
+
+    def adapter_of(self, uri: Any) -> str:
+        """The name of the adapter that serves ``uri``'s domain (without asking DNS), or ``unknown``."""
+        domain = getattr(uri, "domain_key", None)
+        if not domain:
+            return UNKNOWN
+        name = self._sources.get(domain)
+        if name is not None:
+            return name
+        name = UNKNOWN
+        routes = getattr(self.bus, "routes", None)
+        routed = routes.lookup(domain) if routes is not None else None
+        if routed is not None:
+            name = routed
+        else:
+            holder = getattr(self.bus, "_domains", {}).get(domain)
+            if holder is not None:
+                name = holder.name
+        if len(self._sources) >= 4096:
+            self._sources.clear()
+        self._sources[domain] = name
+        return name
+
+    def forget_routes(self) -> None:
+        """Drop the cached domain -> adapter names (the routes changed)."""
+        self._sources.clear()
+
+    def dispatch(self, operation: Any) -> Deferred[Any]:
+        adapter = self.adapter_of(getattr(operation, "source", None))
+        kind = kind_of(operation)
+        gauge = IN_FLIGHT.labels(adapter, "in")
+        gauge.inc()
+        started = self.clock()
+        try:
+            answer = self._dispatch(operation)
+        except BaseException:
+            gauge.dec()
+            raise
+
+        def done(response: Any) -> Any:
+            gauge.dec()
+            OPERATIONS.labels(adapter, "in", kind, outcome_of(response)).inc()
+            DURATION.labels(adapter, "in", kind).observe(self.clock() - started)
+            return response
+
+        def failed(reason: Failure) -> Failure:
+            gauge.dec()
+            OPERATIONS.labels(adapter, "in", kind, "internal-server-error").inc()
+            return reason
+
+        return answer.addCallbacks(done, failed)
+
+    def deliver_now(self, adapter: Any, operation: Any) -> Any:
+        name = getattr(adapter, "name", UNKNOWN)
+        kind = kind_of(operation)
+        source = self.adapter_of(getattr(operation, "source", None))
+        gauge = IN_FLIGHT.labels(name, "out")
+        gauge.inc()
+        started = self.clock()
+        try:
+            answer = self._deliver_now(adapter, operation)
+        except BaseException:
+            gauge.dec()
+            raise
+
+        def record(response: Any) -> Any:
+            gauge.dec()
+            outcome = outcome_of(response)
+            OPERATIONS.labels(name, "out", kind, outcome).inc()
+            ROUTED.labels(source, name, kind, outcome).inc()
+            DURATION.labels(name, "out", kind).observe(self.clock() - started)
+            return response
+
+        if isinstance(answer, Deferred):
+            def failed(reason: Failure) -> Failure:
+                gauge.dec()
+                return reason
+
+            return answer.addCallbacks(record, failed)
+        return record(answer)
+
+
+# -- the store ----------------------------------------------------------------------------------------------
+
+
+def instrument_store(store: Any, clock: Callable[[], float] = time.perf_counter) -> Any:
+    """Time every ``IStore`` method of ``store`` (wrapped on the instance; returns ``store``).
+
+    A method carrying the bus's fast-path mark (``synchronous_variant``)
+    keeps it, and its plain variant is timed too, so the bus's synchronous
+    path stays synchronous.
+    """
+    from cpimgw.bus import SYNCHRONOUS_ATTRIBUTE
+
+    names = set(STORE_METHODS)
+    for name in STORE_METHODS:
+        method = getattr(store, name, None)
+        variant = getattr(method, SYNCHRONOUS_ATTRIBUTE, None)
+        if isinstance(variant, str):
+            names.add(variant)
+    for name in sorted(names):
+        method = getattr(store, name, None)
+        if method is None or not callable(method) or getattr(method, "_cpimgw_timed", False):
+            continue
+        label = name[: -len("_now")] if name.endswith("_now") else name
+        try:
+            setattr(store, name, _timed(method, label, clock))
+        except (AttributeError, TypeError):
+            log.debug("store method {name} cannot be timed", name=name)
+    return store
+
+
+def _timed(method: Any, label: str, clock: Callable[[], float]) -> Any:
+    from cpimgw.bus import SYNCHRONOUS_ATTRIBUTE
+
+    histogram = STORE_DURATION.labels(label)
+    errors = STORE_ERRORS.labels(label)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            result = method(*args, **kwargs)
+        except BaseException:
+            errors.inc()
+            histogram.observe(clock() - started)
+            raise
+        if isinstance(result, Deferred):
+            def done(value: Any) -> Any:
+                histogram.observe(clock() - started)
+                if isinstance(value, Failure):
+                    errors.inc()
+                return value
+
+            return result.addBoth(done)
+        histogram.observe(clock() - started)
+        return result
+
+    variant = getattr(method, SYNCHRONOUS_ATTRIBUTE, None)
+    if variant is not None:
+        setattr(timed, SYNCHRONOUS_ATTRIBUTE, variant)
+    timed.__self__ = getattr(method, "__self__", None)  # type: ignore[attr-defined]
+    timed._cpimgw_timed = True  # type: ignore[attr-defined]
+    timed.__name__ = getattr(method, "__name__", label)
+    timed.__doc__ = getattr(method, "__doc__", None)
+    return timed
+
+
+# -- read when scraped ---------------------------------------------------------------------------------------
+
+
+class GatewayCollector:
+    """The gauges and bus counters of one :class:`cpimgw.service.GatewayService`, read at each scrape.
+
+    The store's counts are asynchronous (SQLite answers in a thread): the
+    ``/metrics`` page refreshes :attr:`store_counts` from the bus's
+    snapshot before it renders.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.store_counts: dict[str, int] = {}
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        service = self.service
+        bus = service.bus
+        counters = dict(getattr(bus, "counters", {}))
+        duplicates = CounterMetricFamily("cpimgw_duplicates_dropped", "Messages dropped as duplicates (TransID / "
+                                         "Message-ID seen before).")
+        duplicates.add_metric([], counters.get("duplicates", 0))
+        yield duplicates
+        loops = CounterMetricFamily("cpimgw_loops_stopped", "Operations stopped by the loop guard (MaxForwards "
+                                    "reached 0, RFC 3860 §4.1).")
+        loops.add_metric([], counters.get("loops", 0))
+        yield loops
+        events = CounterMetricFamily("cpimgw_bus_events", "The bus's own counters, by event.", labels=["event"])
+        for name, value in sorted(counters.items()):
+            events.add_metric([name], value)
+        yield events
+
+        subscriptions = GaugeMetricFamily("cpimgw_subscriptions", "Presence subscriptions held (RFC 3859 §4.4).")
+        subscriptions.add_metric([], self.store_counts.get("subscriptions", 0))
+        yield subscriptions
+        presence = GaugeMetricFamily("cpimgw_presence_documents", "Presence documents held (one per presentity "
+                                     "and instance).")
+        presence.add_metric([], self.store_counts.get("presence", 0))
+        yield presence
+        timers = GaugeMetricFamily("cpimgw_subscription_timers", "Subscription expiry timers armed.")
+        armed = getattr(getattr(bus, "presence", None), "armed", None)
+        timers.add_metric([], len(armed()) if callable(armed) else 0)
+        yield timers
+
+        up = GaugeMetricFamily("cpimgw_adapter_up", "1 when the adapter's service is running.", labels=["adapter"])
+        connected = GaugeMetricFamily("cpimgw_adapter_connected", "1 when the adapter is connected to its network "
+                                      "(adapters with one upstream link).", labels=["adapter"])
+        connections = GaugeMetricFamily("cpimgw_connections", "Open connections and streams, by adapter and peer "
+                                        "kind.", labels=["adapter", "peer_kind"])
+        for adapter in service.adapters:
+            up.add_metric([adapter.name], 1 if getattr(adapter, "running", False) else 0)
+            state = getattr(adapter, "connected", None)
+            if callable(state):
+                try:
+                    state = state()
+                except Exception:
+                    state = False
+            if state is not None:
+                connected.add_metric([adapter.name], 1 if state else 0)
+            counts = getattr(adapter, "connection_counts", None)
+            if callable(counts):
+                try:
+                    by_kind = dict(counts())
+                except Exception:
+                    by_kind = {}
+                for kind, value in sorted(by_kind.items()):
+                    connections.add_metric([adapter.name, str(kind)], value)
+        yield up
+        yield connected
+        yield connections
+        healthy = GaugeMetricFamily("cpimgw_healthy", "1 when /health answers ok.")
+        from cpimgw.service import health
+
+        healthy.add_metric([], 0 if health(service) else 1)
+        yield healthy
+
+
+def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The exposition text of ``registry`` and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+__all__ = [
+    "AUTH_FAILURES", "BusInstruments", "DURATION", "GatewayCollector", "IN_FLIGHT", "OPERATIONS", "PARSE_ERRORS",
+    "REGISTRY", "RELOADS", "ROUTED", "STORE_DURATION", "TLS_FAILURES", "auth_failure", "instrument_store",
+    "kind_of", "outcome_of", "parse_error", "render", "tls_failure",
+]
