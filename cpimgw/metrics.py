@@ -172,10 +172,9 @@ class BusInstruments:
         self._dispatch = bus.dispatch
         self._deliver_now = bus.deliver_now
         bus.dispatch = self.dispatch
+        # Bus.deliver and the bus's own message path call self.deliver_now: the
+        # wrapper, found on the instance first.
         bus.deliver_now = self.deliver_now
-        if hasattr(bus, "deliver"):
-            # Bus.deliver calls self.deliver_now: the wrapper is found on the instance.
-            pass
 
     def uninstall(self) -> None:
         """Put the bus's own methods back."""
@@ -209,8 +208,22 @@ class BusInstruments:
         """Drop the cached domain -> adapter names (the routes changed)."""
         self._sources.clear()
 
+    def source_of(self, operation: Any) -> str:
+        """The adapter an operation came from: its ``origin`` when that names a registered adapter, else by domain.
+
+        Notifies the presence service fans out carry the origin of the
+        publication that caused them; the presentity's domain is the fallback.
+        """
+        origin = getattr(operation, "origin", "")
+        if origin and origin in getattr(self.bus, "_adapters", ()):
+            return origin
+        source = getattr(operation, "source", None)
+        if source is None:
+            source = getattr(operation, "presentity", None)
+        return self.adapter_of(source)
+
     def dispatch(self, operation: Any) -> Deferred[Any]:
-        adapter = self.adapter_of(getattr(operation, "source", None))
+        adapter = self.source_of(operation)
         kind = kind_of(operation)
         gauge = IN_FLIGHT.labels(adapter, "in")
         gauge.inc()
@@ -237,7 +250,7 @@ class BusInstruments:
     def deliver_now(self, adapter: Any, operation: Any) -> Any:
         name = getattr(adapter, "name", UNKNOWN)
         kind = kind_of(operation)
-        source = self.adapter_of(getattr(operation, "source", None))
+        source = self.source_of(operation)
         gauge = IN_FLIGHT.labels(name, "out")
         gauge.inc()
         started = self.clock()

@@ -556,6 +556,36 @@ class PrimAdapter(Service):
         """How many inbound connections (server and user agent) come from ``host`` now."""
         return sum(1 for session in self.sessions if session.role != "outbound" and session.peer_host == host)
 
+    def connection_counts(self) -> dict[str, int]:
+        """Open connections by peer kind (``client``: user agents, ``server``/``outbound``: peer servers)."""
+        counts = {"client": 0, "server": 0, "outbound": 0}
+        for session in self.sessions:
+            counts[session.role] = counts.get(session.role, 0) + 1
+        return counts
+
+    def check_tls(self) -> Optional[str]:
+        """Load the TLS files again; what changed (``None``: nothing); raises when they do not load."""
+        if not self.settings.tls_certificate:
+            return None
+        old = self._tls_cache.get("material")
+        saved, self._tls_cache = self._tls_cache, {}
+        try:
+            material = self._load_tls()
+            self.server_tls_options()
+            self._fresh_tls = self._tls_cache
+        finally:
+            self._tls_cache = saved
+        if old is not None and material is not None and old[1] == material[1]:
+            return None
+        return f"certificate {self.settings.tls_certificate} reloaded"
+
+    def reload_tls(self) -> None:
+        """Use the material :meth:`check_tls` loaded for new handshakes (established sessions keep theirs)."""
+        fresh = getattr(self, "_fresh_tls", None)
+        if fresh is not None:
+            self._tls_cache = fresh
+            self._fresh_tls = None
+
     # ------------------------------------------------------------------ peer verification (server-00 §9.1, §7.3.5)
 
     @defer.inlineCallbacks

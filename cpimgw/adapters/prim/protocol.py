@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cpimgw import metrics
 from cpimgw.adapters.prim import wire
 from cpimgw.limits import RequestRateGuard
 from cpimgw.adapters.prim.wire import PrimError, PrimLimitError, Request, Response
@@ -152,6 +153,7 @@ class PrimProtocol(Protocol):
             items = self.parser.feed(data)
         except (PrimError, PrimLimitError) as error:
             self.counters["rejected"] += 1
+            metrics.parse_error("prim")
             log.warn("PRIM framing lost, closing: {error}", error=error.describe(), peer=self._peer())
             request_id = getattr(error, "request_id", None)
             if request_id and request_id != "-":
@@ -180,6 +182,8 @@ class PrimProtocol(Protocol):
                 timer.cancel()
             deferred.errback(PrimConnectionLost(f"connection closed before the answer to request {request_id}"))
         if not self.handshake_done.called:
+            if self.tls:
+                metrics.tls_failure("prim")
             self.handshake_done.errback(PrimConnectionLost("connection closed before the TLS handshake completed"))
             self.handshake_done.addErrback(lambda _: None)
         if self.handler is not None:
@@ -273,6 +277,8 @@ class PrimProtocol(Protocol):
 
     def _refuse(self, error: PrimError) -> None:
         self.counters["rejected"] += 1
+        if error.code == 400:
+            metrics.parse_error("prim")
         log.info("PRIM command refused with {code}: {error}", code=error.code, error=error.describe(), peer=self._peer())
         if error.request_id and error.request_id != "-":
             self._write(wire.Response(error.request_id, error.code, wire.REASON_PHRASES.get(error.code, ""),

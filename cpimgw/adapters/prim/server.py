@@ -44,6 +44,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cpimgw import metrics
 from cpimgw.adapters.prim import sasl, wire
 from cpimgw.adapters.prim.wire import PrimError, Request
 
@@ -380,7 +381,11 @@ class Session:
     def _login_failed(self, request: Request, reason: str) -> None:
         """406 and close (-01 §13.1: the UA must not send anything else on this connection)."""
         self.gateway.counters["login_failed"] += 1
-        log.warn("PRIM LOGIN failed: {reason}", reason=reason)
+        account = request.header("From") or request.header("Domain") or self.login_claim or ""
+        peer = self.protocol._peer() if self.protocol is not None else (self.peer_host or "?")
+        log.warn("PRIM LOGIN failed for {account} from {peer}: {reason}", reason=reason, account=account, peer=peer,
+                 role=self.role, protocol="prim", condition="not-authorized", event="prim.login.failed")
+        metrics.auth_failure("prim", self.role)
         assert self.protocol is not None
         self.protocol.respond(request, 406, phrase=f"Authentication Failed ({reason})")
         self.exchange = None

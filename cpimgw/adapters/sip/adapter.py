@@ -362,6 +362,14 @@ class SipAdapter(Service):
             authority = ssl.Certificate.loadPEM(handle.read())
         return ssl.optionsForClientTLS(name, trustRoot=authority)
 
+    def connection_counts(self) -> dict[str, int]:
+        """Open SIP streams by transport (``tcp``, ``tls``); UDP has no connections."""
+        counts: dict[str, int] = {}
+        for connection in self.stack.open_streams:
+            kind = str(getattr(connection, "transport_name", "stream")).lower()
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
     def startService(self) -> None:  # noqa: N802 (Twisted)
         super().startService()
         s = self.settings

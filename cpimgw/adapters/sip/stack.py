@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from cpimgw import metrics
 from cpimgw.cpim.errors import ParseError
 from cpimgw.limits import RequestRateGuard
 from cpimgw.adapters.sip.transaction import (
@@ -214,6 +215,7 @@ class SipStack:
 
     def stream_error(self, error: ParseError, source: Source) -> None:
         self.count("framing_errors")
+        metrics.parse_error("sip")
         log.warn("SIP framing error from {peer}: {error}; closing", peer=source.key, error=error.describe())
 
     def may_connect(self, host: str) -> bool:
@@ -269,6 +271,7 @@ class SipStack:
         self._request_received(message, source)
 
     def _reject_unparsable(self, data: bytes, source: Source, datagram: bool, error: ParseError) -> None:
+        metrics.parse_error("sip")
         status = getattr(error, "status", 400)
         try:
             lenient = parse_message(data, datagram=True, max_size=max(len(data), 1), max_headers=10**6, strict=False)

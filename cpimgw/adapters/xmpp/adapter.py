@@ -429,6 +429,14 @@ class XMPPAdapter(MultiService):
     def connected(self) -> bool:
         return bool(self.connection.connected)
 
+    def connection_counts(self) -> dict[str, int]:
+        """Open streams by peer kind, for the metrics: the XEP-0114 component link, or s2s in/out."""
+        if self.settings.mode != "s2s":
+            return {"component": 1 if self.connected else 0}
+        outgoing = getattr(self.connection, "outgoing", {})
+        return {"s2s_in": len(getattr(self.connection, "incoming", ())),
+                "s2s_out": sum(1 for entry in outgoing.values() if getattr(entry, "stream", None) is not None)}
+
     @property
     def listening_addresses(self) -> list[Any]:
         """The s2s listener's address (none in component mode), for the service log."""

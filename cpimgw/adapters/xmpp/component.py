@@ -25,6 +25,7 @@ from twisted.words.protocols.jabber import component as jabber_component
 from twisted.words.xish import domish
 from tx_xmpp.subprotocols import StreamManager
 
+from cpimgw import metrics
 from cpimgw.adapters.xmpp.hardening import StreamLimits, StreamStats, harden_factory
 
 log = Logger()
@@ -114,6 +115,7 @@ class ComponentConnection(StreamManager, service.Service):
             self.on_state(False)
 
     def initializationFailed(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        metrics.auth_failure("xmpp", "component")
         log.error(
             "XMPP component handshake as {domain} failed: {why}",
             domain=self.domain,

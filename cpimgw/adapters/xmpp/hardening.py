@@ -39,9 +39,13 @@ from twisted.words.protocols.jabber import xmlstream as jabber_xmlstream
 from twisted.words.xish import domish
 from twisted.words.xish.xmlstream import STREAM_ERROR_EVENT
 
+from cpimgw import metrics
 from cpimgw.limits import TokenBucket  # re-exported: the bucket moved to the core
 
 log = Logger()
+
+#: The RFC 6120 §4.9.3 stream error conditions that mean the peer sent malformed XML (counted as parse errors).
+PARSE_CONDITIONS = frozenset({"not-well-formed", "restricted-xml", "invalid-xml", "bad-format", "invalid-namespace"})
 
 #: Octets handed to expat at a time; the size cap is checked after each slice.
 FEED_CHUNK = 4096
@@ -268,6 +272,8 @@ class HardenedXmlStream(jabber_xmlstream.XmlStream):
         )
         if self.stats is not None:
             self.stats.rejected[condition] += 1
+        if condition in PARSE_CONDITIONS:
+            metrics.parse_error("xmpp")
         stream_error = jabber_error.StreamError(condition, reason)
         self.dispatch(failure.Failure(stream_error), STREAM_ERROR_EVENT)
         self.sendStreamError(stream_error)

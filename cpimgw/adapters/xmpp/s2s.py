@@ -70,6 +70,7 @@ from twisted.words.xish import domish, utility
 from twisted.words.xish import xmlstream as xish_xmlstream
 from tx_xmpp.server import XMPPServerConnector
 
+from cpimgw import metrics
 from cpimgw.adapters.xmpp import mapping
 from cpimgw.adapters.xmpp.component import NotConnected
 from cpimgw.adapters.xmpp.hardening import HardenedXmlStream, StreamLimits, StreamStats, harden_factory
@@ -685,6 +686,8 @@ class S2SConnection(service.Service):
         why = reason.getErrorMessage() or reason.type.__name__
         kind = failure_kind(reason)
         self.count(f"stream-out-failed-{kind}")
+        if kind == "tls":
+            metrics.tls_failure("xmpp")
         log.warn("XMPP s2s: no stream to {peer} ({kind}: {why}); {n} stanza(s) bounced", peer=domain, kind=kind,
                  why=why, n=len(entry.queue))
         queued, entry.queue = list(entry.queue), collections.deque()
