@@ -289,6 +289,7 @@ def instrument_store(store: Any, clock: Callable[[], float] = time.perf_counter)
     """
     from cpimgw.bus import SYNCHRONOUS_ATTRIBUTE
 
+    active = [False]  # one store call under way: calls it makes to the store itself are not timed again
     names = set(STORE_METHODS)
     for name in STORE_METHODS:
         method = getattr(store, name, None)
@@ -301,26 +302,32 @@ def instrument_store(store: Any, clock: Callable[[], float] = time.perf_counter)
             continue
         label = name[: -len("_now")] if name.endswith("_now") else name
         try:
-            setattr(store, name, _timed(method, label, clock))
+            setattr(store, name, _timed(method, label, clock, active))
         except (AttributeError, TypeError):
             log.debug("store method {name} cannot be timed", name=name)
     return store
 
 
-def _timed(method: Any, label: str, clock: Callable[[], float]) -> Any:
+def _timed(method: Any, label: str, clock: Callable[[], float], active: list[bool]) -> Any:
     from cpimgw.bus import SYNCHRONOUS_ATTRIBUTE
 
     histogram = STORE_DURATION.labels(label)
     errors = STORE_ERRORS.labels(label)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
+        if active[0]:
+            # A store method calling another one (remember -> remember_now): timed once, by the outer call.
+            return method(*args, **kwargs)
         started = clock()
+        active[0] = True
         try:
             result = method(*args, **kwargs)
         except BaseException:
             errors.inc()
             histogram.observe(clock() - started)
             raise
+        finally:
+            active[0] = False
         if isinstance(result, Deferred):
             def done(value: Any) -> Any:
                 histogram.observe(clock() - started)
@@ -420,6 +427,17 @@ class GatewayCollector:
 
         healthy.add_metric([], 0 if health(service) else 1)
         yield healthy
+
+
+class Combined:
+    """Several registries seen as one (what the exposition encoders collect from)."""
+
+    def __init__(self, *registries: Any) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterable[Any]:
+        for registry in self.registries:
+            yield from registry.collect()
 
 
 def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

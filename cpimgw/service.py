@@ -470,18 +470,24 @@ class GatewayService(MultiService):
             self._metrics_registry.register(self._collector)
         return self._metrics_registry
 
-    def render_metrics(self) -> Deferred[bytes]:
-        """``Deferred[bytes]``: the Prometheus exposition text (the process-wide metrics, then this gateway's)."""
-        from prometheus_client import generate_latest
+    def render_metrics(self, accept: str = "") -> Deferred[tuple[bytes, str]]:
+        """``Deferred[(body, content type)]``: the process-wide metrics and this gateway's.
 
-        from cpimgw.metrics import REGISTRY
+        The format is negotiated from the scraper's ``Accept`` header the
+        way ``prometheus_client`` does (OpenMetrics when asked, else the
+        Prometheus text format 0.0.4).
+        """
+        from prometheus_client.exposition import choose_encoder
+
+        from cpimgw.metrics import REGISTRY, Combined
 
         registry = self.metrics_registry()
 
-        def counted(view: dict[str, Any]) -> bytes:
+        def counted(view: dict[str, Any]) -> tuple[bytes, str]:
             store = view.get("store") or {}
             self._collector.store_counts = {k: v for k, v in store.items() if isinstance(v, int)}
-            return generate_latest(REGISTRY) + generate_latest(registry)
+            encoder, content_type = choose_encoder(accept)
+            return encoder(Combined(REGISTRY, registry)), content_type
 
         return maybeDeferred(self.bus.snapshot).addCallback(counted)
 
@@ -665,10 +671,11 @@ def status_site(service: "GatewayService") -> Any:
         isLeaf = True
 
         def render_GET(self, request: Any) -> Any:  # noqa: N802 (Twisted name)
-            from prometheus_client.exposition import CONTENT_TYPE_LATEST
+            accept = (request.getHeader(b"accept") or b"").decode("latin-1")
 
-            def write(text: bytes) -> None:
-                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+            def write(rendered: tuple[bytes, str]) -> None:
+                text, content_type = rendered
+                request.setHeader(b"content-type", content_type.encode("latin-1"))
                 request.setHeader(b"cache-control", b"no-store")
                 request.write(text)
                 request.finish()
@@ -679,7 +686,7 @@ def status_site(service: "GatewayService") -> Any:
                 request.write(b"metrics unavailable\n")
                 request.finish()
 
-            service.render_metrics().addCallbacks(write, failed)
+            service.render_metrics(accept).addCallbacks(write, failed)
             return server.NOT_DONE_YET
 
     root = resource.Resource()
