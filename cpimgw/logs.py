@@ -88,7 +88,7 @@ def event_as_json(event: dict[str, Any]) -> str:
     level = event.get("log_level")
     when = event.get("log_time")
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if when else None,
+        "time": datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if when is not None else None,
         "level": getattr(level, "name", "info"),
         "namespace": event.get("log_namespace", ""),
         "event": event.get("event") if isinstance(event.get("event"), str) else event.get("log_namespace", ""),
