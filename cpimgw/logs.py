@@ -71,6 +71,15 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
+def peer_text(transport: Any) -> str:
+    """The far end of ``transport`` as ``host:port`` (``[v6]:port``), or ``?`` -- the ``peer`` field of log events."""
+    try:
+        address = transport.getPeer()
+    except Exception:  # noqa: BLE001 - no transport, or one without an IP peer
+        return "?"
+    return _jsonable(address) if getattr(address, "host", None) is not None else str(address)
+
+
 def redact(event: dict[str, Any]) -> dict[str, Any]:
     """``event`` with every secret-named field replaced by ``"<redacted>"`` (a copy when anything changed)."""
     names = [name for name in event if not name.startswith("log_") and is_secret_name(name)]

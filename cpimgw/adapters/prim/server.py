@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cpimgw import metrics
+from cpimgw.logs import peer_text
 from cpimgw.adapters.prim import sasl, wire
 from cpimgw.adapters.prim.wire import PrimError, Request
 
@@ -382,7 +383,7 @@ class Session:
         """406 and close (-01 §13.1: the UA must not send anything else on this connection)."""
         self.gateway.counters["login_failed"] += 1
         account = request.header("From") or request.header("Domain") or self.login_claim or ""
-        peer = self.protocol._peer() if self.protocol is not None else (self.peer_host or "?")
+        peer = peer_text(self.protocol.transport) if self.protocol is not None else (self.peer_host or "?")
         log.warn("PRIM LOGIN failed for {account} from {peer}: {reason}", reason=reason, account=account, peer=peer,
                  role=self.role, protocol="prim", condition="not-authorized", event="prim.login.failed")
         metrics.auth_failure("prim", self.role)
