@@ -696,6 +696,8 @@ def status_site(service: "GatewayService") -> Any:
     site = server.Site(root)
     site.displayTracebacks = False
     site.noisy = False
+    # No access-log line per request: Prometheus scrapes every few seconds.
+    site.log = lambda request: None  # type: ignore[method-assign]
     return site
 
 
