@@ -205,3 +205,137 @@ class ReloadTests(TestCase):
         svc = make_service(config, MemoryReactorClock(), store=MemoryStore(), on_start_failure=lambda f: None)
         self.assertEqual(svc.reload(), [])
         self.assertEqual(len(self.named("config.reload_refused")), 1)
+
+
+TLS_ADAPTERS = """
+[gateway]
+name = "reloading-tls"
+data_dir = "{dir}"
+
+[store]
+kind = "memory"
+
+[routing]
+srv_fallback = false
+
+[adapters.prim]
+enabled = false
+
+[adapters.sip]
+domains = ["sip.example"]
+interface = "127.0.0.1"
+transports = ["tls"]
+tls_port = {sip_port}
+use_dns = false
+tls_certificate = "{sip_cert}"
+tls_key = "{sip_key}"
+
+[adapters.xmpp]
+mode = "s2s"
+domain = "gw.example"
+xmpp_domains = ["xmpp.example"]
+s2s_interface = "127.0.0.1"
+s2s_port = 0
+tls_certificate = "{xmpp_cert}"
+tls_key = "{xmpp_key}"
+"""
+
+
+class ListenerTLSReloadTests(TestCase):
+    """SIP's TLS listener and XMPP's s2s streams present a renewed certificate after a reload, on a real socket."""
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.ca = TestCA()
+        self.sip = self.ca.write(self.dir, "sip.example")
+        self.xmpp = self.ca.write(self.dir, "gw.example")
+        from tests.test_service import free_loopback_port
+
+        self.path = os.path.join(self.dir, "gateway.toml")
+        with open(self.path, "w") as handle:
+            handle.write(TLS_ADAPTERS.format(dir=self.dir, sip_port=free_loopback_port(),
+                                             sip_cert=self.sip["tls_certificate"], sip_key=self.sip["tls_key"],
+                                             xmpp_cert=self.xmpp["tls_certificate"], xmpp_key=self.xmpp["tls_key"]))
+
+    def renew(self, paths: dict[str, str], domain: str) -> bytes:
+        certificate, key = self.ca.issue(domain)
+        with open(paths["tls_certificate"], "wb") as handle:
+            handle.write(certificate)
+        with open(paths["tls_key"], "wb") as handle:
+            handle.write(key)
+        return certificate
+
+    def presented(self, port: int, domain: str) -> Any:
+        """Connect to 127.0.0.1:port with TLS (trusting the test CA) and fire with the certificate presented (PEM)."""
+        from twisted.internet import reactor, ssl
+        from twisted.internet.defer import Deferred
+        from twisted.internet.endpoints import SSL4ClientEndpoint
+        from twisted.internet.interfaces import IHandshakeListener
+        from twisted.internet.protocol import Protocol
+        from zope.interface import implementer
+
+        seen: Deferred = Deferred()
+
+        @implementer(IHandshakeListener)
+        class Peek(Protocol):
+            def connectionMade(self) -> None:  # noqa: N802 (Twisted name)
+                self.transport.write(b"\r\n")  # drives the handshake
+
+            def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted name)
+                pass
+
+            def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted name)
+                if not seen.called:
+                    seen.callback(ssl.Certificate.peerFromTransport(self.transport).dumpPEM())
+                self.transport.loseConnection()
+
+        options = ssl.optionsForClientTLS(domain, trustRoot=ssl.Certificate.loadPEM(self.ca.pem))
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, options)
+        return endpoint.connect(_factory(Peek)).addCallback(lambda _: seen).addTimeout(10, reactor)
+
+    async def test_sip_and_xmpp_certificates_renewed(self) -> None:
+        from cryptography import x509
+        from twisted.internet import reactor
+
+        config = load_config(self.path)
+        svc = make_service(config, reactor, factories=find_adapter_factories(), store=MemoryStore(),
+                           on_start_failure=lambda failure: None)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        await svc.started
+        sip = svc.bus.adapter_named("sip")
+        xmpp = svc.bus.adapter_named("xmpp")
+        port = sip.stack.local_ports["TLS"]
+
+        def der(pem: bytes) -> bytes:
+            return x509.load_pem_x509_certificate(pem).public_bytes(_DER)
+
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        _DER = Encoding.DER
+        with open(self.sip["tls_certificate"], "rb") as handle:
+            first = handle.read()
+        self.assertEqual(der(await self.presented(port, "sip.example")), der(first))
+        renewed_sip = self.renew(self.sip, "sip.example")
+        renewed_xmpp = self.renew(self.xmpp, "gw.example")
+        changes = svc.reload()
+        self.assertEqual(sorted(changes), sorted([
+            f"adapters.sip TLS: certificate {self.sip['tls_certificate']} reloaded",
+            f"adapters.xmpp TLS: certificate {self.xmpp['tls_certificate']} reloaded",
+        ]))
+        self.assertEqual(der(await self.presented(port, "sip.example")), der(renewed_sip))
+        self.assertEqual(der(xmpp.connection.tls.certificate.dumpPEM()), der(renewed_xmpp))
+        self.assertEqual(der(xmpp.connection.server_options.certificate.to_cryptography().public_bytes(
+            Encoding.PEM)), der(renewed_xmpp))
+        # A key that is not the certificate's: refused, the renewed ones stay.
+        with open(self.sip["tls_key"], "wb") as handle:
+            handle.write(self.ca.issue("sip.example")[1])
+        self.assertEqual(svc.reload(), [])
+        self.assertEqual(der(await self.presented(port, "sip.example")), der(renewed_sip))
+
+
+def _factory(protocol: type) -> Any:
+    from twisted.internet.protocol import Factory
+
+    return Factory.forProtocol(protocol)

@@ -362,6 +362,31 @@ class SipAdapter(Service):
             authority = ssl.Certificate.loadPEM(handle.read())
         return ssl.optionsForClientTLS(name, trustRoot=authority)
 
+    def check_tls(self) -> str | None:
+        """Read the TLS files again; what changed (``None``: nothing); raises when they do not load."""
+        holder = getattr(self, "_server_tls", None)
+        if holder is None:
+            return None
+        from twisted.internet import ssl
+
+        from cpimgw.tls_reload import certificate_bytes
+
+        s = self.settings
+        with open(s.tls_certificate, "rb") as cert, open(s.tls_key, "rb") as key:
+            pem = cert.read() + b"\n" + key.read()
+        options = ssl.PrivateCertificate.loadPEM(pem).options()
+        options.getContext()  # a key that does not match the certificate fails here
+        self._fresh_tls = options
+        if certificate_bytes(options) == certificate_bytes(holder.options):
+            return None
+        return f"certificate {s.tls_certificate} reloaded"
+
+    def reload_tls(self) -> None:
+        """Present the certificate :meth:`check_tls` loaded from the next TLS handshake on."""
+        fresh, self._fresh_tls = getattr(self, "_fresh_tls", None), None
+        if fresh is not None and getattr(self, "_server_tls", None) is not None:
+            self._server_tls.replace(fresh)
+
     def connection_counts(self) -> dict[str, int]:
         """Open SIP streams by transport (``tcp``, ``tls``); UDP has no connections."""
         counts: dict[str, int] = {}
@@ -383,7 +408,10 @@ class SipAdapter(Service):
             with open(s.tls_certificate, "rb") as cert, open(s.tls_key, "rb") as key:
                 pem = cert.read() + b"\n" + key.read()
             options = ssl.PrivateCertificate.loadPEM(pem).options()
-            self.stack.listen_tls(s.tls_port, s.interface, options)
+            from cpimgw.tls_reload import ReloadableServerTLS
+
+            self._server_tls = ReloadableServerTLS(options)  # SIGHUP renews it (reload_tls)
+            self.stack.listen_tls(s.tls_port, s.interface, self._server_tls)
         log.info("SIP adapter {name} listening on {ports} for {domains}", name=self.name,
                  ports=self.stack.local_ports, domains=self.domains)
 

@@ -429,6 +429,25 @@ class XMPPAdapter(MultiService):
     def connected(self) -> bool:
         return bool(self.connection.connected)
 
+    def check_tls(self) -> str | None:
+        """Load the s2s TLS material again; what changed (``None``: nothing); raises when it does not load."""
+        source = getattr(self.connection, "_tls_source", None)
+        if self.settings.mode != "s2s" or not callable(source):
+            return None
+        fresh = source()
+        fresh.server_options().getContext()  # a key that does not match the certificate fails here
+        self._fresh_tls = fresh
+        current = getattr(self.connection, "tls", None)
+        if current is not None and current.certificate.dump() == fresh.certificate.dump():
+            return None
+        return f"certificate {self.settings.tls_certificate or '(self-signed, in data_dir)'} reloaded"
+
+    def reload_tls(self) -> None:
+        """Use the material :meth:`check_tls` loaded for new s2s streams (established streams keep theirs)."""
+        fresh, self._fresh_tls = getattr(self, "_fresh_tls", None), None
+        if fresh is not None:
+            self.connection.tls = fresh
+
     def connection_counts(self) -> dict[str, int]:
         """Open streams by peer kind, for the metrics: the XEP-0114 component link, or s2s in/out."""
         if self.settings.mode != "s2s":
