@@ -120,9 +120,32 @@ def event_as_json(event: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+class RedactingObserver:
+    """Hands every event to ``observer`` with its secret-named fields redacted (for the text format too)."""
+
+    def __init__(self, observer: Any) -> None:
+        self.observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.observer(redact(event))
+
+
 def json_file_observer(out: IO[str]) -> FileLogObserver:
     """An observer writing every event to ``out`` as one JSON object per line."""
     return FileLogObserver(out, event_as_json)
+
+
+def use_redaction(publisher: Any) -> list[tuple[Any, Any]]:
+    """Wrap every observer of ``publisher`` in a :class:`RedactingObserver`; the pairs, for :func:`restore`."""
+    replaced = []
+    for observer in list(getattr(publisher, "_observers", ())):
+        if isinstance(observer, RedactingObserver):
+            continue
+        replacement = RedactingObserver(observer)
+        publisher.removeObserver(observer)
+        publisher.addObserver(replacement)
+        replaced.append((observer, replacement))
+    return replaced
 
 
 def use_json_format(publisher: Any) -> list[tuple[Any, Any]]:
@@ -143,11 +166,11 @@ def use_json_format(publisher: Any) -> list[tuple[Any, Any]]:
 
 
 def restore(publisher: Any, replaced: list[tuple[Any, Any]]) -> None:
-    """Undo :func:`use_json_format`."""
-    for original, replacement in replaced:
+    """Undo :func:`use_json_format` / :func:`use_redaction` (the pairs undone last first)."""
+    for original, replacement in reversed(replaced):
         publisher.removeObserver(replacement)
         publisher.addObserver(original)
 
 
-__all__ = ["REDACTED", "SECRET_WORDS", "event_as_json", "is_secret_name", "json_file_observer", "redact",
-           "restore", "use_json_format"]
+__all__ = ["REDACTED", "SECRET_WORDS", "RedactingObserver", "event_as_json", "is_secret_name", "json_file_observer",
+           "peer_text", "redact", "restore", "use_json_format", "use_redaction"]

@@ -27,7 +27,7 @@ What is measured, and where:
   ``cpimgw_bus_events_total{event}`` -- the bus's own counters;
 - ``cpimgw_subscriptions``, ``cpimgw_presence_documents``,
   ``cpimgw_adapter_up{adapter}``, ``cpimgw_adapter_connected{adapter}``,
-  ``cpimgw_connections{adapter, peer_kind}`` -- read when scraped
+  ``cpimgw_connections{adapter, peer_kind}``, ``cpimgw_queued{adapter, queue}`` -- read when scraped
   (:class:`GatewayCollector`);
 - ``cpimgw_parse_errors_total{protocol}``,
   ``cpimgw_tls_handshake_failures_total{adapter}`` and
@@ -401,6 +401,8 @@ class GatewayCollector:
                                       "(adapters with one upstream link).", labels=["adapter"])
         connections = GaugeMetricFamily("cpimgw_connections", "Open connections and streams, by adapter and peer "
                                         "kind.", labels=["adapter", "peer_kind"])
+        queued = GaugeMetricFamily("cpimgw_queued", "Work waiting inside an adapter (a stream to open, an answer "
+                                   "window), by adapter and queue.", labels=["adapter", "queue"])
         for adapter in service.adapters:
             up.add_metric([adapter.name], 1 if getattr(adapter, "running", False) else 0)
             state = getattr(adapter, "connected", None)
@@ -419,9 +421,18 @@ class GatewayCollector:
                     by_kind = {}
                 for kind, value in sorted(by_kind.items()):
                     connections.add_metric([adapter.name, str(kind)], value)
+            waiting = getattr(adapter, "queued_counts", None)
+            if callable(waiting):
+                try:
+                    by_queue = dict(waiting())
+                except Exception:
+                    by_queue = {}
+                for name, value in sorted(by_queue.items()):
+                    queued.add_metric([adapter.name, str(name)], value)
         yield up
         yield connected
         yield connections
+        yield queued
         healthy = GaugeMetricFamily("cpimgw_healthy", "1 when /health answers ok.")
         from cpimgw.service import health
 

@@ -242,10 +242,12 @@ class GatewayService(MultiService):
         # Not MultiService.startService: the children start asynchronously, in order.
         self.running = 1
         if self.apply_log_level:
-            if getattr(self.config.gateway, "log_format", "text") == "json":
-                from cpimgw.logs import use_json_format
+            from cpimgw.logs import use_json_format, use_redaction
 
+            if getattr(self.config.gateway, "log_format", "text") == "json":
                 self._json_observers = use_json_format(globalLogPublisher)
+            # Innermost: whatever a plugin passes in a secret-named field is never written.
+            self._json_observers += use_redaction(globalLogPublisher)
             self._install_log_level(self.config.gateway.log_level)
         if self.clean_sigterm:
             self._install_sigterm()

@@ -11,7 +11,9 @@ from twisted.trial.unittest import TestCase
 
 from cpimgw.adapters.prim import sasl
 from cpimgw.config import from_mapping
-from cpimgw.logs import REDACTED, event_as_json, is_secret_name, json_file_observer, redact, restore, use_json_format
+from cpimgw.logs import (
+    REDACTED, event_as_json, is_secret_name, json_file_observer, redact, restore, use_json_format, use_redaction,
+)
 from tests.adapters.prim.test_adapter import PrimFixture
 
 
@@ -93,6 +95,21 @@ class JSONFormatTests(TestCase):
         restore(publisher, replaced)
         Logger(namespace="cpimgw.x", observer=publisher).info("plain again")
         self.assertTrue(out.getvalue().splitlines()[-1].endswith("plain again"))
+
+    def test_text_format_redacted_too(self) -> None:
+        out = io.StringIO()
+        text_observer = FileLogObserver(out, lambda event: formatEventAsClassicLogText(event))
+        publisher = LogPublisher(text_observer)
+        replaced = use_json_format(publisher) + use_redaction(publisher)
+        Logger(namespace="cpimgw.x", observer=publisher).info("joined with {secret}", secret="s3cret")
+        self.assertEqual(json.loads(out.getvalue())["message"], "joined with <redacted>")
+        restore(publisher, replaced)
+        self.assertEqual(publisher._observers, [text_observer])
+        redacted_only = use_redaction(publisher)
+        Logger(namespace="cpimgw.x", observer=publisher).info("text with {password}", password="hunter2")
+        self.assertTrue(out.getvalue().splitlines()[-1].endswith("text with <redacted>"))
+        restore(publisher, redacted_only)
+        self.assertEqual(publisher._observers, [text_observer])
 
     def test_log_format_option(self) -> None:
         from cpimgw.cpim.errors import ConfigError

@@ -129,6 +129,9 @@ class OperationsTests(ThreeNetworksTestCase):
                           {(("adapter", "prim"), ("peer_kind", "client")): 1.0,
                            (("adapter", "xmpp"), ("peer_kind", "component")): 1.0}, "connections")
         yield self.series("sum(cpimgw_healthy)", {(): 1.0}, "health")
+        yield self.series("sum by (adapter, queue) (cpimgw_queued)",
+                          {(("adapter", "xmpp"), ("queue", "bounce_wait")): 0.0,
+                           (("adapter", "xmpp"), ("queue", "s2s_queue")): 0.0}, "nothing left waiting")
         # The quantiles the dashboard draws are computable from the histogram.
         p99 = yield self.prometheus.query(
             'histogram_quantile(0.99, sum by (le) (cpimgw_operation_duration_seconds_bucket{direction="out",'

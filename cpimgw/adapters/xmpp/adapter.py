@@ -429,6 +429,12 @@ class XMPPAdapter(MultiService):
     def connected(self) -> bool:
         return bool(self.connection.connected)
 
+    def queued_counts(self) -> dict[str, int]:
+        """Work waiting, for the metrics: stanzas queued for an s2s stream, messages awaiting their bounce window."""
+        outgoing = getattr(self.connection, "outgoing", {})
+        return {"s2s_queue": sum(len(getattr(entry, "queue", ())) for entry in outgoing.values()),
+                "bounce_wait": len(self.bounces)}
+
     def check_tls(self) -> str | None:
         """Load the s2s TLS material again; what changed (``None``: nothing); raises when it does not load."""
         source = getattr(self.connection, "_tls_source", None)
