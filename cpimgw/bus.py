@@ -438,7 +438,7 @@ class Bus:
         self.counters[counter] += 1
         self.counters["failed"] += 1
         log.info("{op} {trans_id} refused: {reason}", op=type(operation).__name__,
-                 trans_id=operation.trans_id, reason=reason)
+                 trans_id=operation.trans_id, reason=reason, condition=condition.value, event="bus.refused")
         return failure(operation, condition, reason)
 
     def _message(self, message: Message) -> Response | Deferred[Response] | Failure:

@@ -259,6 +259,7 @@ class GatewayService(MultiService):
             store_where=self.config.store_path if self.config.store.kind == "sqlite" else "(memory)",
             count=len(self.adapters),
             config=self.config.path or "<built-in defaults>",
+            event="gateway.starting",
         )
         self._starting = d = self._start()
         d.addCallbacks(self._started, self._start_failed)
@@ -316,6 +317,7 @@ class GatewayService(MultiService):
             addresses=addresses,
             domain_list=", ".join(domains) or "(none)",
             address_list=", ".join(addresses) or "(no listener)",
+            event="adapter.serving",
         )
 
     def _started(self, _: object) -> None:
@@ -329,6 +331,7 @@ class GatewayService(MultiService):
             gateway=self.config.gateway.name,
             adapters=[a.name for a in self.adapters],
             adapter_list=", ".join(a.name for a in self.adapters) or "(none)",
+            event="gateway.started",
         )
         if self.freeze_gc and self._gc_thresholds is None:
             frozen, self._gc_thresholds = tune_gc()
@@ -346,6 +349,7 @@ class GatewayService(MultiService):
             level=LogLevel.critical,
             step=step,
             reason=_one_line(failure.value),
+            event="gateway.start_failed",
         )
         d = self._stop_started()
 
@@ -369,7 +373,8 @@ class GatewayService(MultiService):
         waiting.addBoth(lambda _: None)
         waiting.addCallback(lambda _: self._stop_started())
         waiting.addBoth(lambda result: pending.callback(None) if not isinstance(result, Failure) else pending.errback(result))
-        pending.addCallback(lambda _: log.info("cpimgw {gateway} stopped", gateway=self.config.gateway.name))
+        pending.addCallback(lambda _: log.info("cpimgw {gateway} stopped", gateway=self.config.gateway.name,
+                                               event="gateway.stopped"))
         pending.addBoth(self._remove_log_level)
         pending.addBoth(self._untune_gc)
         return pending
