@@ -12,7 +12,11 @@ Prints operations/s on one core for:
   until the publish's response fires (every watcher notified and its
   last-digest recorded); the best of 3 changes (the machine is shared).
 
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_bus.py [messages] [watchers] [--store memory|sqlite]``.
+With ``--metrics`` the bus and store are instrumented as ``twistd cpimgw``
+runs them (:mod:`cpimgw.metrics`: counters, latency histograms, store
+timings), to measure what the Prometheus metrics cost.
+
+Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_bus.py [messages] [watchers] [--store memory|sqlite] [--metrics]``.
 Not part of the test run.
 """
 
@@ -42,9 +46,21 @@ def make_store(kind: str, reactor: Any, directory: str, name: str) -> Any:
     return SQLiteStore(os.path.join(directory, name + ".sqlite"), reactor=reactor)
 
 
+#: Set by ``--metrics``: instrument every bus the benchmarks build.
+METRICS = {"on": False}
+
+
 @inlineCallbacks
 def started_bus(reactor: Any, store: Any):  # type: ignore[no-untyped-def]
+    if METRICS["on"]:
+        from cpimgw.metrics import instrument_store
+
+        instrument_store(store)
     bus = Bus(reactor, store, DefaultPolicy())
+    if METRICS["on"]:
+        from cpimgw.metrics import BusInstruments
+
+        BusInstruments(bus)
     yield bus.start()
     alpha, beta = RecordingAdapter("alpha", ["alpha.example"]), RecordingAdapter("beta", ["beta.example"])
     attach(bus, alpha, beta)
@@ -128,7 +144,9 @@ def main() -> None:
     parser.add_argument("watchers", nargs="?", type=int, default=10000)
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     parser.add_argument("--window", type=int, default=100, help="messages in flight at once (default 100)")
+    parser.add_argument("--metrics", action="store_true", help="instrument the bus and store (cpimgw.metrics)")
     args = parser.parse_args()
+    METRICS["on"] = args.metrics
     from twisted.internet import task
 
     @inlineCallbacks
@@ -136,11 +154,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as directory:
             rate = yield bench_messages(reactor, make_store(args.store, reactor, directory, "messages"),
                                         args.messages, args.window)
+            metrics = ", metrics on" if args.metrics else ""
             print(f"bus message routing: {rate:,.0f} messages/s ({args.messages} messages, "
-                  f"window {args.window}, {args.store} store)", flush=True)
+                  f"window {args.window}, {args.store} store{metrics})", flush=True)
             rate = yield bench_fanout(reactor, make_store(args.store, reactor, directory, "fanout"), args.watchers)
             print(f"presence fan-out: {rate:,.0f} notifies/s = {1e6 / rate:.1f} us/watcher "
-                  f"({args.watchers} watchers, one publish, {args.store} store)", flush=True)
+                  f"({args.watchers} watchers, one publish, {args.store} store{metrics})", flush=True)
 
     task.react(run)
 

@@ -43,12 +43,14 @@ one gateway, and counters only ever grow, as Prometheus expects.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -83,24 +85,84 @@ def _register_process_collectors(registry: CollectorRegistry) -> None:
 
 _register_process_collectors(REGISTRY)
 
-OPERATIONS = Counter(
-    "cpimgw_operations", "CPIM operations per adapter and direction, by kind and outcome.",
-    ["adapter", "direction", "kind", "outcome"], registry=REGISTRY)
-DURATION = Histogram(
-    "cpimgw_operation_duration_seconds",
-    "From receipt (in) or hand-over to the adapter (out) until the answer, the far side's included.",
-    ["adapter", "direction", "kind"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-IN_FLIGHT = Gauge(
-    "cpimgw_operations_in_flight", "Operations received or handed over and not answered yet.",
-    ["adapter", "direction"], registry=REGISTRY)
-ROUTED = Counter(
-    "cpimgw_routed_operations", "Operations delivered, by the pair of adapters they crossed and outcome.",
-    ["source", "destination", "kind", "outcome"], registry=REGISTRY)
-STORE_DURATION = Histogram(
-    "cpimgw_store_operation_duration_seconds", "Time of each store operation until its answer.",
-    ["operation"], buckets=STORE_BUCKETS, registry=REGISTRY)
-STORE_ERRORS = Counter(
-    "cpimgw_store_errors", "Store operations that failed.", ["operation"], registry=REGISTRY)
+class Tally:
+    """The hot-path figures: plain counters and histogram buckets, exported when scraped.
+
+    Everything on the bus runs in the reactor thread, and so does the
+    ``/metrics`` page, so the operations are counted in plain dictionaries
+    (no lock, no label validation per operation) and turned into metric
+    families only when Prometheus asks (:meth:`collect`).  Measured with
+    ``benchmarks/bench_bus.py --metrics``.
+    """
+
+    def __init__(self) -> None:
+        self.operations: dict[tuple[str, str, str, str], int] = {}
+        self.routed: dict[tuple[str, str, str, str], int] = {}
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.durations: dict[tuple[str, str, str], list[float]] = {}
+        self.store: dict[str, list[float]] = {}
+        self.store_errors: dict[str, int] = {}
+
+    @staticmethod
+    def observe(histograms: dict[Any, list[float]], key: Any, buckets: tuple[float, ...], seconds: float) -> None:
+        """Count ``seconds`` in the histogram ``key``: [per-bucket counts..., +Inf count, sum]."""
+        entry = histograms.get(key)
+        if entry is None:
+            entry = histograms[key] = [0.0] * (len(buckets) + 2)
+        entry[bisect_left(buckets, seconds)] += 1
+        entry[-1] += seconds
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        operations = CounterMetricFamily(
+            "cpimgw_operations", "CPIM operations per adapter and direction, by kind and outcome.",
+            labels=["adapter", "direction", "kind", "outcome"])
+        for labels, count in sorted(self.operations.items()):
+            operations.add_metric(list(labels), count)
+        yield operations
+        routed = CounterMetricFamily(
+            "cpimgw_routed_operations", "Operations delivered, by the pair of adapters they crossed and outcome.",
+            labels=["source", "destination", "kind", "outcome"])
+        for labels, count in sorted(self.routed.items()):
+            routed.add_metric(list(labels), count)
+        yield routed
+        in_flight = GaugeMetricFamily(
+            "cpimgw_operations_in_flight", "Operations received or handed over and not answered yet.",
+            labels=["adapter", "direction"])
+        for labels, count in sorted(self.in_flight.items()):
+            in_flight.add_metric(list(labels), count)
+        yield in_flight
+        yield self._histograms(
+            "cpimgw_operation_duration_seconds",
+            "From receipt (in) or hand-over to the adapter (out) until the answer, the far side's included.",
+            ["adapter", "direction", "kind"], self.durations, LATENCY_BUCKETS)
+        yield self._histograms("cpimgw_store_operation_duration_seconds", "Time of each store operation until "
+                               "its answer.", ["operation"], {(k,): v for k, v in self.store.items()}, STORE_BUCKETS)
+        errors = CounterMetricFamily("cpimgw_store_errors", "Store operations that failed.", labels=["operation"])
+        for name, count in sorted(self.store_errors.items()):
+            errors.add_metric([name], count)
+        yield errors
+
+    @staticmethod
+    def _histograms(name: str, documentation: str, labels: list[str], histograms: dict[Any, list[float]],
+                    buckets: tuple[float, ...]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=labels)
+        bounds = [floatToGoString(bound) for bound in buckets] + ["+Inf"]
+        for key, entry in sorted(histograms.items()):
+            cumulative, running = [], 0.0
+            for bound, count in zip(bounds, entry[:-1]):
+                running += count
+                cumulative.append((bound, running))
+            family.add_metric(list(key), cumulative, entry[-1])
+        return family
+
+
+#: The figures of this process (one process is one gateway).
+TALLY = Tally()
+REGISTRY.register(TALLY)
+
 PARSE_ERRORS = Counter(
     "cpimgw_parse_errors", "Native units refused as malformed, by protocol.", ["protocol"], registry=REGISTRY)
 TLS_FAILURES = Counter(
@@ -113,23 +175,40 @@ RELOADS = Counter(
     "cpimgw_config_reloads", "Configuration reloads (SIGHUP), by result.", ["result"], registry=REGISTRY)
 
 
+_KINDS: dict[type, str] = {}
+_OUTCOMES: dict[tuple[Any, Any], str] = {}
+
+
 def kind_of(operation: Any) -> str:
     """The bounded label of an operation: ``message``, ``subscribe``, ``notify``, ``publish`` or ``other``."""
-    name = type(operation).__name__.lower()
-    return name if name in ("message", "subscribe", "notify", "publish") else "other"
+    cls = operation.__class__
+    kind = _KINDS.get(cls)
+    if kind is None:
+        name = cls.__name__.lower()
+        kind = _KINDS[cls] = name if name in ("message", "subscribe", "notify", "publish") else "other"
+    return kind
 
 
 def outcome_of(response: Any) -> str:
     """``success``, ``indeterminate`` or the failure condition (RFC 7247 §7 words), bounded."""
-    status = getattr(getattr(response, "status", None), "value", None)
-    if status == "success":
+    key = (getattr(response, "status", None), getattr(response, "condition", None))
+    outcome = _OUTCOMES.get(key)
+    if outcome is None:
+        outcome = _outcome(*key)
+        if len(_OUTCOMES) < 1024:
+            _OUTCOMES[key] = outcome
+    return outcome
+
+
+def _outcome(status: Any, condition: Any) -> str:
+    value = getattr(status, "value", None)
+    if value == "success":
         return "success"
-    if status == "indeterminant":
+    if value == "indeterminant":
         return "indeterminate"
-    condition = getattr(response, "condition", None)
-    value = getattr(condition, "value", None)
-    if isinstance(value, str):
-        return value
+    condition_value = getattr(condition, "value", None)
+    if isinstance(condition_value, str):
+        return condition_value
     return "failure"
 
 
@@ -223,58 +302,54 @@ class BusInstruments:
         return self.adapter_of(source)
 
     def dispatch(self, operation: Any) -> Deferred[Any]:
-        adapter = self.source_of(operation)
-        kind = kind_of(operation)
-        gauge = IN_FLIGHT.labels(adapter, "in")
-        gauge.inc()
         started = self.clock()
-        try:
-            answer = self._dispatch(operation)
-        except BaseException:
-            gauge.dec()
-            raise
+        answer = self._dispatch(operation)
+        key = (self.source_of(operation), "in", kind_of(operation))
+        if answer.called and not answer.paused and not getattr(answer, "_runningCallbacks", True):
+            # Answered at once (the bus's synchronous fast path): never observable in flight.
+            self._record(key, answer.result, started)
+            return answer
+        flight = (key[0], "in")
+        in_flight = TALLY.in_flight
+        in_flight[flight] = in_flight.get(flight, 0) + 1
 
-        def done(response: Any) -> Any:
-            gauge.dec()
-            OPERATIONS.labels(adapter, "in", kind, outcome_of(response)).inc()
-            DURATION.labels(adapter, "in", kind).observe(self.clock() - started)
-            return response
+        def done(result: Any) -> Any:
+            in_flight[flight] -= 1
+            self._record(key, result, started)
+            return result
 
-        def failed(reason: Failure) -> Failure:
-            gauge.dec()
-            OPERATIONS.labels(adapter, "in", kind, "internal-server-error").inc()
-            return reason
+        return answer.addBoth(done)
 
-        return answer.addCallbacks(done, failed)
+    def _record(self, key: tuple[str, str, str], result: Any, started: float, source: str | None = None) -> None:
+        outcome = outcome_of(result) if not isinstance(result, Failure) else "internal-server-error"
+        operations = TALLY.operations
+        counted = (*key, outcome)
+        operations[counted] = operations.get(counted, 0) + 1
+        if source is not None:
+            routed = TALLY.routed
+            pair = (source, key[0], key[2], outcome)
+            routed[pair] = routed.get(pair, 0) + 1
+        Tally.observe(TALLY.durations, key, LATENCY_BUCKETS, self.clock() - started)
 
     def deliver_now(self, adapter: Any, operation: Any) -> Any:
-        name = getattr(adapter, "name", UNKNOWN)
-        kind = kind_of(operation)
-        source = self.source_of(operation)
-        gauge = IN_FLIGHT.labels(name, "out")
-        gauge.inc()
         started = self.clock()
-        try:
-            answer = self._deliver_now(adapter, operation)
-        except BaseException:
-            gauge.dec()
-            raise
+        answer = self._deliver_now(adapter, operation)
+        key = (getattr(adapter, "name", UNKNOWN), "out", kind_of(operation))
+        source = self.source_of(operation)
+        if not isinstance(answer, Deferred):
+            self._record(key, answer, started, source)
+            return answer
+        flight = (key[0], "out")
+        in_flight = TALLY.in_flight
+        in_flight[flight] = in_flight.get(flight, 0) + 1
 
-        def record(response: Any) -> Any:
-            gauge.dec()
-            outcome = outcome_of(response)
-            OPERATIONS.labels(name, "out", kind, outcome).inc()
-            ROUTED.labels(source, name, kind, outcome).inc()
-            DURATION.labels(name, "out", kind).observe(self.clock() - started)
-            return response
+        def done(result: Any) -> Any:
+            in_flight[flight] -= 1
+            if not isinstance(result, Failure) or not result.check(CancelledError):
+                self._record(key, result, started, source)
+            return result
 
-        if isinstance(answer, Deferred):
-            def failed(reason: Failure) -> Failure:
-                gauge.dec()
-                return reason
-
-            return answer.addCallbacks(record, failed)
-        return record(answer)
+        return answer.addBoth(done)
 
 
 # -- the store ----------------------------------------------------------------------------------------------
@@ -311,8 +386,10 @@ def instrument_store(store: Any, clock: Callable[[], float] = time.perf_counter)
 def _timed(method: Any, label: str, clock: Callable[[], float], active: list[bool]) -> Any:
     from cpimgw.bus import SYNCHRONOUS_ATTRIBUTE
 
-    histogram = STORE_DURATION.labels(label)
-    errors = STORE_ERRORS.labels(label)
+    histograms, errors, observe = TALLY.store, TALLY.store_errors, Tally.observe
+
+    def failed() -> None:
+        errors[label] = errors.get(label, 0) + 1
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         if active[0]:
@@ -323,20 +400,20 @@ def _timed(method: Any, label: str, clock: Callable[[], float], active: list[boo
         try:
             result = method(*args, **kwargs)
         except BaseException:
-            errors.inc()
-            histogram.observe(clock() - started)
+            failed()
+            observe(histograms, label, STORE_BUCKETS, clock() - started)
             raise
         finally:
             active[0] = False
-        if isinstance(result, Deferred):
+        if isinstance(result, Deferred) and not (result.called and not isinstance(result.result, Failure)):
             def done(value: Any) -> Any:
-                histogram.observe(clock() - started)
+                observe(histograms, label, STORE_BUCKETS, clock() - started)
                 if isinstance(value, Failure):
-                    errors.inc()
+                    failed()
                 return value
 
             return result.addBoth(done)
-        histogram.observe(clock() - started)
+        observe(histograms, label, STORE_BUCKETS, clock() - started)
         return result
 
     variant = getattr(method, SYNCHRONOUS_ATTRIBUTE, None)
@@ -457,7 +534,7 @@ def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
 
 
 __all__ = [
-    "AUTH_FAILURES", "BusInstruments", "DURATION", "GatewayCollector", "IN_FLIGHT", "OPERATIONS", "PARSE_ERRORS",
-    "REGISTRY", "RELOADS", "ROUTED", "STORE_DURATION", "TLS_FAILURES", "auth_failure", "instrument_store",
-    "kind_of", "outcome_of", "parse_error", "render", "tls_failure",
+    "AUTH_FAILURES", "BusInstruments", "Combined", "GatewayCollector", "PARSE_ERRORS", "REGISTRY", "RELOADS",
+    "TALLY", "TLS_FAILURES", "Tally", "auth_failure", "instrument_store", "kind_of", "outcome_of", "parse_error",
+    "render", "tls_failure",
 ]

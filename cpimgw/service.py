@@ -785,7 +785,7 @@ def make_service(
     apply_log_level: bool = False,
     clean_sigterm: bool = False,
     freeze_gc: bool | None = None,
-    metrics: bool = True,
+    metrics: bool | None = None,
 ) -> GatewayService:
     """Build the gateway described by ``config`` (nothing is started yet).
 
@@ -805,7 +805,9 @@ def make_service(
         global reactor (``reactor`` not given: the real process, as under
         ``twistd``), never in a test's own reactor.
     :param metrics: count and time what crosses the bus and the store
-        (:mod:`cpimgw.metrics`, the ``/metrics`` page).
+        (:mod:`cpimgw.metrics`, the ``/metrics`` page); by default only when
+        the status endpoint is on (``[gateway] status_port``): nobody could
+        read the figures otherwise, and the hot path stays as fast as it was.
     :raise ConfigError: an adapter's ``build`` refused its settings.
     """
     if freeze_gc is None:
@@ -856,6 +858,8 @@ def make_service(
     if on_start_failure is None:
         on_start_failure = _stop_reactor_with_failure(reactor)
     instruments = None
+    if metrics is None:
+        metrics = bool(getattr(config.gateway, "status_port", 0))
     if metrics:
         from cpimgw.metrics import BusInstruments, instrument_store
 
