@@ -48,8 +48,8 @@ from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -84,6 +84,7 @@ def _register_process_collectors(registry: CollectorRegistry) -> None:
 
 
 _register_process_collectors(REGISTRY)
+
 
 class Tally:
     """The hot-path figures: plain counters and histogram buckets, exported when scraped.
@@ -131,8 +132,8 @@ class Tally:
         in_flight = GaugeMetricFamily(
             "cpimgw_operations_in_flight", "Operations received or handed over and not answered yet.",
             labels=["adapter", "direction"])
-        for labels, count in sorted(self.in_flight.items()):
-            in_flight.add_metric(list(labels), count)
+        for pair, count in sorted(self.in_flight.items()):
+            in_flight.add_metric(list(pair), count)
         yield in_flight
         yield self._histograms(
             "cpimgw_operation_duration_seconds",

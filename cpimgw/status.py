@@ -109,7 +109,7 @@ def summarise(status: dict[str, Any], metrics: Samples, before: Samples | None, 
     lines.append(f"gateway {status.get('gateway', '?')}: {'healthy' if healthy else 'UNHEALTHY'}")
     for problem in status.get("problems", []):
         lines.append(f"  problem: {problem}")
-    connections = defaultdict(dict)
+    connections: dict[str, dict[str, int]] = defaultdict(dict)
     for labels, value in metrics.get("cpimgw_connections", ()):
         connections[labels.get("adapter", "")][labels.get("peer_kind", "")] = int(value)
     lines.append("adapters:")
