@@ -8,7 +8,8 @@ LOGIN.  A real Prometheus (Debian's ``prometheus``, its own configuration
 and data directory in the test's temp dir, on loopback) scrapes
 ``/metrics`` every second, and the series are read back through its HTTP
 API: each adapter's messages in and out, the pairs, the latency histograms,
-the failed login, connections, the scrape's own ``up``.  Then the
+the failed login, the parse errors by protocol, connections, the scrape's
+own ``up``.  Then the
 configuration is changed and SIGHUP sent: the change is applied while
 carol's PRIM connection stays up, a broken file is refused with one line,
 and Prometheus sees both reloads.  ``cpimgw status`` reads the same endpoint.
@@ -100,6 +101,14 @@ class OperationsTests(ThreeNetworksTestCase):
             intruder.connect("127.0.0.1", self.ports["prim_c2s_port"]).addTimeout(WAIT, reactor), PrimClientError)
         self.assertEqual(failure.response.code, 406)
 
+        # A PRIM peer and a SIP peer that send what is not their protocol (each refused, the gateway serves on).
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.ports["prim_c2s_port"]), timeout=5) as raw:
+            raw.sendall(b"THIS IS NOT PRIM\r\n\r\n")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(b"THIS IS NOT SIP\r\n\r\n", ("127.0.0.1", self.ports["sip_port"]))
+
         # Read back through Prometheus's HTTP API.
         yield self.series('up{job="cpimgw"}', {(("__name__", "up"), ("instance", f"127.0.0.1:{self.status_port}"),
                                                 ("job", "cpimgw")): 1.0}, "the scrape")
@@ -128,6 +137,8 @@ class OperationsTests(ThreeNetworksTestCase):
         yield self.series('sum by (adapter, peer_kind) (cpimgw_connections{peer_kind=~"component|client"})',
                           {(("adapter", "prim"), ("peer_kind", "client")): 1.0,
                            (("adapter", "xmpp"), ("peer_kind", "component")): 1.0}, "connections")
+        yield self.series("sum by (protocol) (cpimgw_parse_errors_total)",
+                          {(("protocol", "prim"),): 1.0, (("protocol", "sip"),): 1.0}, "parse errors by protocol")
         yield self.series("sum(cpimgw_healthy)", {(): 1.0}, "health")
         yield self.series("sum by (adapter, queue) (cpimgw_queued)",
                           {(("adapter", "xmpp"), ("queue", "bounce_wait")): 0.0,
