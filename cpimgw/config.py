@@ -31,7 +31,7 @@ from cpimgw.cpim.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 LOG_FORMATS = ("text", "json")
-STORE_KINDS = ("sqlite", "memory")
+STORE_KINDS = ("sqlite", "memory", "redis")
 PRESENCE_POLICIES = ("allow", "same-domain", "deny")
 MESSAGE_POLICIES = ("allow", "deny")
 
@@ -58,6 +58,9 @@ class StoreSettings:
 
     kind: str = "sqlite"
     path: str = "cpimgw.sqlite"
+    #: ``kind = "redis"``: the server every node shares, and the prefix of its keys.
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "cpimgw:"
 
 
 @attrs.frozen
@@ -340,11 +343,20 @@ def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any
     )
 
     t = r.table(data, "store")
-    r.no_unknown(t, "store", ("kind", "path"))
+    r.no_unknown(t, "store", ("kind", "path", "url", "prefix"))
     store = StoreSettings(
         kind=r.choice(t, "store", "kind", _default(StoreSettings, "kind"), STORE_KINDS),
         path=r.string(t, "store", "path", _default(StoreSettings, "path"), empty=False),
+        url=r.string(t, "store", "url", _default(StoreSettings, "url"), empty=False),
+        prefix=r.string(t, "store", "prefix", _default(StoreSettings, "prefix")),
     )
+    if store.kind == "redis":
+        from cpimgw.store.redis import parse_redis_url
+
+        try:
+            parse_redis_url(store.url)
+        except ConfigError as error:
+            raise r.error("store.url", error.reason) from None
 
     t = r.table(data, "bus")
     r.no_unknown(t, "bus", ("duplicate_ttl", "max_forwards"))

@@ -98,7 +98,11 @@ def untune_gc(thresholds: tuple[int, int, int]) -> None:
 
 
 def make_store(config: Config) -> Any:
-    """The ``IStore`` of ``[store]``: SQLite under ``gateway.data_dir`` or in memory."""
+    """The ``IStore`` of ``[store]``: SQLite under ``gateway.data_dir``, in memory, or on Redis."""
+    if config.store.kind == "redis":
+        from cpimgw.store.redis import RedisStore
+
+        return RedisStore(config.store.url, prefix=config.store.prefix)
     if config.store.kind == "memory":
         from cpimgw.store.memory import MemoryStore
 
@@ -256,7 +260,7 @@ class GatewayService(MultiService):
             "cpimgw {gateway} starting: store {store_kind} {store_where}, {count} adapter(s)",
             gateway=self.config.gateway.name,
             store_kind=self.config.store.kind,
-            store_where=self.config.store_path if self.config.store.kind == "sqlite" else "(memory)",
+            store_where=_store_where(self.config),
             count=len(self.adapters),
             config=self.config.path or "<built-in defaults>",
             event="gateway.starting",
@@ -610,13 +614,33 @@ class GatewayService(MultiService):
             self.instruments.forget_routes()
 
 
+def _store_where(config: Config) -> str:
+    if config.store.kind == "sqlite":
+        return config.store_path
+    if config.store.kind == "redis":
+        from cpimgw.store.redis import parse_redis_url
+
+        options = parse_redis_url(config.store.url)
+        return f"{options['host']}:{options['port']} prefix {config.store.prefix!r}"
+    return "(memory)"
+
+
 def health(service: "GatewayService") -> list[str]:
-    """What is down (empty when healthy): the gateway, the bus, an adapter not running or not connected."""
+    """What is down (empty when healthy): the gateway, the bus, the store (a shared store that is
+    unreachable), an adapter not running or not connected."""
     problems = []
     if not service.running:
         problems.append("gateway not running")
     if not getattr(service.bus, "running", False):
         problems.append("bus not running")
+    store_connected = getattr(service.store, "connected", None)
+    if callable(store_connected) and getattr(service.bus, "running", False):
+        try:
+            up = bool(store_connected())
+        except Exception:
+            up = False
+        if not up:
+            problems.append("store down")
     for adapter in service.adapters:
         if not getattr(adapter, "running", False):
             problems.append(f"adapter {adapter.name} not running")
