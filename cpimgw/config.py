@@ -50,6 +50,9 @@ class GatewaySettings:
     status_address: str = "127.0.0.1"
     #: ``text`` (twistd's lines) or ``json`` (one JSON object per line).
     log_format: str = "text"
+    #: Processes under one twistd sharing the listening ports (SO_REUSEPORT);
+    #: more than one needs the shared store (``[store] kind = "redis"``).
+    workers: int = 1
 
 
 @attrs.frozen
@@ -61,6 +64,26 @@ class StoreSettings:
     #: ``kind = "redis"``: the server every node shares, and the prefix of its keys.
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "cpimgw:"
+
+
+@attrs.frozen
+class ClusterSettings:
+    """``[cluster]`` (with ``[store] kind = "redis"``): this node's id and the timings, in seconds,
+    of its heartbeat, of the registry, of stream failover and of the expiry sweep."""
+
+    node: str = ""
+    heartbeat: float = 1.0
+    node_timeout: float = 5.0
+    claim_idle: float = 3.0
+    forward_timeout: float = 15.0
+    sweep_interval: float = 1.0
+    batch: int = 200
+
+    def node_id(self, gateway_name: str) -> str:
+        """The node id: ``node`` when set, else ``<host>/<gateway name>``."""
+        import socket
+
+        return self.node or f"{socket.gethostname()}/{gateway_name}"
 
 
 @attrs.frozen
@@ -137,6 +160,7 @@ class Config:
     tls: TLSSettings = TLSSettings()
     adapters: tuple[AdapterSettings, ...] = ()
     path: str | None = attrs.field(default=None, eq=False)
+    cluster: ClusterSettings = ClusterSettings()
 
     def adapter(self, name: str) -> AdapterSettings | None:
         """The settings of the adapter called ``name``, or ``None``."""
@@ -329,10 +353,12 @@ def _freeze(value: Any) -> Any:
 
 def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any]) -> Config:
     r = _Reader(path)
-    r.no_unknown(data, "", ("gateway", "store", "routing", "bus", "presence", "policy", "tls", "adapters"))
+    r.no_unknown(data, "", ("gateway", "store", "routing", "bus", "presence", "policy", "tls", "adapters",
+                            "cluster"))
 
     t = r.table(data, "gateway")
-    r.no_unknown(t, "gateway", ("name", "data_dir", "log_level", "status_port", "status_address", "log_format"))
+    r.no_unknown(t, "gateway", ("name", "data_dir", "log_level", "status_port", "status_address", "log_format",
+                                "workers"))
     gateway = GatewaySettings(
         name=r.string(t, "gateway", "name", _default(GatewaySettings, "name"), empty=False),
         data_dir=r.string(t, "gateway", "data_dir", _default(GatewaySettings, "data_dir"), empty=False),
@@ -340,6 +366,7 @@ def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any
         status_port=r.port(t, "gateway", "status_port", _default(GatewaySettings, "status_port")),
         status_address=r.ip_address(t, "gateway", "status_address", _default(GatewaySettings, "status_address")),
         log_format=r.choice(t, "gateway", "log_format", _default(GatewaySettings, "log_format"), LOG_FORMATS),
+        workers=r.positive_int(t, "gateway", "workers", _default(GatewaySettings, "workers")),
     )
 
     t = r.table(data, "store")
@@ -357,6 +384,26 @@ def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any
             parse_redis_url(store.url)
         except ConfigError as error:
             raise r.error("store.url", error.reason) from None
+    if gateway.workers > 1 and store.kind != "redis":
+        raise r.error("gateway.workers", f"{gateway.workers} workers need the shared store "
+                      f'([store] kind = "redis"), not {show(store.kind)}')
+
+    t = r.table(data, "cluster")
+    r.no_unknown(t, "cluster", ("node", "heartbeat", "node_timeout", "claim_idle", "forward_timeout",
+                                "sweep_interval", "batch"))
+    cluster = ClusterSettings(
+        node=r.string(t, "cluster", "node", ""),
+        heartbeat=r.positive_number(t, "cluster", "heartbeat", _default(ClusterSettings, "heartbeat")),
+        node_timeout=r.positive_number(t, "cluster", "node_timeout", _default(ClusterSettings, "node_timeout")),
+        claim_idle=r.positive_number(t, "cluster", "claim_idle", _default(ClusterSettings, "claim_idle")),
+        forward_timeout=r.positive_number(t, "cluster", "forward_timeout",
+                                          _default(ClusterSettings, "forward_timeout")),
+        sweep_interval=r.positive_number(t, "cluster", "sweep_interval",
+                                         _default(ClusterSettings, "sweep_interval")),
+        batch=r.positive_int(t, "cluster", "batch", _default(ClusterSettings, "batch")),
+    )
+    if cluster.node_timeout <= cluster.heartbeat:
+        raise r.error("cluster.node_timeout", f"must be longer than cluster.heartbeat ({cluster.heartbeat:g})")
 
     t = r.table(data, "bus")
     r.no_unknown(t, "bus", ("duplicate_ttl", "max_forwards"))
@@ -424,7 +471,7 @@ def _read(data: Mapping[str, Any], path: str | None, factories: Mapping[str, Any
         srv_fallback=r.boolean(t, "routing", "srv_fallback", True),
     )
 
-    return Config(gateway, store, routing, bus, presence, policy, tls, adapters, path)
+    return Config(gateway, store, routing, bus, presence, policy, tls, adapters, path, cluster)
 
 
 def _read_adapters(r: _Reader, tables: Mapping[str, Any], factories: Mapping[str, Any]) -> tuple[AdapterSettings, ...]:

@@ -215,6 +215,9 @@ class PresenceService:
         self._presence_timers: dict[tuple[str, str], Any] = {}
         self._fetches: dict[str, _Fetch] = {}
         self._busy: set[Deferred[Any]] = set()
+        #: Whether expiries run on this process's own timers.  A cluster node
+        #: turns it off: the node holding the sweep lease ends what is due.
+        self.local_timers = True
 
     # -- helpers -----------------------------------------------------------
 
@@ -252,6 +255,8 @@ class PresenceService:
 
     def _arm(self, record: SubscriptionRecord) -> None:
         self._disarm(record.subscript_id)
+        if not self.local_timers:
+            return
         delay = max(0.0, record.expires_at - self._now())
         self._timers[record.subscript_id] = self.bus.reactor.callLater(
             delay, self._run, self._expire, record.subscript_id)
@@ -374,7 +379,9 @@ class PresenceService:
         record = yield self._store.get_subscription(subscript_id)
         if record is None:
             return None
-        yield self._store.remove_subscription(subscript_id)
+        removed = yield self._store.remove_subscription(subscript_id)
+        if removed is False:
+            return None  # another node (or another path) ended it meanwhile: one final notify only
         if notify_watcher:
             yield self._send(record, subscript_id, None, SubscriptionState.TERMINATED, reason)
         if cancel_upstream:
@@ -414,7 +421,7 @@ class PresenceService:
         timer = self._presence_timers.pop((presentity, instance), None)
         if timer is not None and timer.active():
             timer.cancel()
-        if expires_at is not None:
+        if expires_at is not None and self.local_timers:
             self._presence_timers[(presentity, instance)] = self.bus.reactor.callLater(
                 max(0.0, expires_at - self._now()), self._run, self._presence_expired, presentity, instance)
 
@@ -448,6 +455,8 @@ class PresenceService:
     @inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
         """Reload the subscriptions from the store and re-arm their timers."""
+        if not self.local_timers:
+            return None  # a cluster node: the holder of the sweep lease ends what is due
         records = yield self._store.subscriptions()
         now = self._now()
         armed = expired = 0

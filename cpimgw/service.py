@@ -412,6 +412,14 @@ class GatewayService(MultiService):
                 return None
             return maybeDeferred(listener.stopListening).addErrback(_log_error)
 
+        def leave_cluster(_: object) -> Deferred[Any] | None:
+            # A cluster node hands its stream and leases over while its adapters still run.
+            cluster = getattr(self.bus, "cluster", None)
+            if cluster is None or not self._bus_started:
+                return None
+            return _labelled(maybeDeferred(cluster.leave), "leaving the cluster").addErrback(_log_error)
+
+        d.addCallback(leave_cluster)
         d.addCallback(stop_adapters)
         d.addCallback(stop_bus)
         d.addCallback(close_status)
@@ -848,10 +856,20 @@ def make_service(
         store = make_store(config)
     policy = make_policy(config)
     labels = {name: tuple(getattr(f, "srv_labels", ())) for name, f in factories.items()}
-    bus = Bus(
+    bus_class: Any = Bus
+    bus_options: dict[str, Any] = {}
+    if config.store.kind == "redis" and hasattr(store, "new_factory"):
+        # A node of a cluster: routing to the node that holds a connection, one sweeper.
+        from cpimgw.cluster.bus import ClusterBus
+        from cpimgw.cluster.workers import worker_node_id
+
+        bus_class = ClusterBus
+        bus_options = {"node_id": worker_node_id(config), "cluster": config.cluster}
+    bus = bus_class(
         reactor,
         store,
         policy,
+        **bus_options,
         routes=dict(config.routing.domains),
         resolver=make_resolver(config),
         duplicate_ttl=config.bus.duplicate_ttl,

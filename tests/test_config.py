@@ -13,6 +13,7 @@ from cpimgw import config
 from cpimgw.config import (
     AdapterSettings,
     BusSettings,
+    ClusterSettings,
     Config,
     GatewaySettings,
     PolicySettings,
@@ -230,7 +231,7 @@ class LoadTests(TestCase):
         )
         self.assertEqual(
             self.error("[server]\nport = 5\n"),
-            "server: unknown key (known: gateway, store, routing, bus, presence, policy, tls, adapters)",
+            "server: unknown key (known: gateway, store, routing, bus, presence, policy, tls, adapters, cluster)",
         )
 
     def test_unknown_adapter(self) -> None:
@@ -311,6 +312,7 @@ class SampleTests(TestCase):
             ("presence", PresenceSettings),
             ("policy", PolicySettings),
             ("tls", TLSSettings),
+            ("cluster", ClusterSettings),
         ]:
             self.assertEqual(set(data[table]), {f.name for f in attrs.fields(cls)}, table)
         for name, factory in installed.items():

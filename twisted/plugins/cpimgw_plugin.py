@@ -61,6 +61,10 @@ class CPIMGWServiceMaker:
 
         try:
             config = options.get("loaded") or load_config(options.get("config"))
+            if config.gateway.workers > 1:
+                from cpimgw.cluster.workers import make_worker_service
+
+                return make_worker_service(config, make_service)
             return make_service(config, apply_log_level=True, clean_sigterm=True)
         except ConfigError as error:
             # An adapter's build() refused its settings: one line, no traceback, status 1.

@@ -734,17 +734,52 @@ class PrimAdapter(Service):
             sessions = self._ua_sessions.get(session.principal, [])
             if session in sessions:
                 sessions.remove(session)
-            if not sessions:
-                self._ua_sessions.pop(session.principal, None)
+            if not sessions and self._ua_sessions.pop(session.principal, None) is not None:
+                self._cluster_holds(session.principal, False)
 
     def ua_logged_in(self, session: Session) -> None:
         assert session.principal is not None
+        if session.principal not in self._ua_sessions:
+            self._cluster_holds(session.principal, True)
         self._ua_sessions.setdefault(session.principal, []).append(session)
         if session.protocol is not None:
             session.protocol.version = session.service_version or wire.DEFAULT_VERSION
 
     def ua_sessions(self, principal: tuple[str, str]) -> list[Session]:
         return list(self._ua_sessions.get(principal, []))
+
+    # ------------------------------------------------------------------ cluster (several gateway nodes)
+
+    @staticmethod
+    def _ua_key(principal: tuple[str, str]) -> str:
+        return f"prim.ua:{principal[0]}@{principal[1]}"
+
+    def _cluster_holds(self, principal: tuple[str, str], held: bool) -> None:
+        """Tell the cluster (when the bus is a cluster node's) that this node holds, or no longer
+        holds, the sessions of a local user's agents."""
+        cluster = getattr(self.bus, "cluster", None)
+        if cluster is None:
+            return
+        if held:
+            cluster.hold(self._ua_key(principal))
+        else:
+            cluster.release(self._ua_key(principal))
+
+    def cluster_key(self, operation: Any) -> Optional[str]:
+        """The connection that delivers ``operation``: a local user's agents (``prim.ua:user@domain``),
+        ``None`` for a peer domain (any node opens its own server-to-server connection)."""
+        if isinstance(operation, Message):
+            uri = operation.destination
+        elif isinstance(operation, Notify):
+            uri = operation.watcher
+        elif isinstance(operation, Subscribe):
+            uri = operation.target
+        else:
+            return None
+        domain = uri.domain_key
+        if not self.is_local_domain(domain):
+            return None
+        return self._ua_key((uri.user, domain))
 
     # ------------------------------------------------------------------ inbound requests
 

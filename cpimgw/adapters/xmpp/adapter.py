@@ -68,7 +68,7 @@ import datetime
 from typing import Any, Mapping
 
 import attrs
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID
@@ -427,6 +427,8 @@ class XMPPAdapter(MultiService):
 
     @property
     def connected(self) -> bool:
+        if self._component_key is not None and not self._component_here():
+            return True  # a cluster node on standby: another node holds the component stream
         return bool(self.connection.connected)
 
     def queued_counts(self) -> dict[str, int]:
@@ -461,6 +463,28 @@ class XMPPAdapter(MultiService):
         outgoing = getattr(self.connection, "outgoing", {})
         return {"s2s_in": len(getattr(self.connection, "incoming", ())),
                 "s2s_out": sum(1 for entry in outgoing.values() if getattr(entry, "stream", None) is not None)}
+    # -- cluster (several gateway nodes) -------------------------------------
+
+    _component_key: str | None = None
+
+    def _component_here(self) -> bool:
+        singleton = self.bus.cluster.singletons.get(self._component_key)
+        return singleton is not None and singleton.running
+
+    def cluster_key(self, operation: Any) -> str | None:
+        """The connection that delivers an operation: in component mode the one XEP-0114
+        stream of the cluster (``xmpp.component:<domain>``); ``None`` for s2s (any node opens its own)."""
+        return self._component_key
+
+    def startService(self) -> Any:  # noqa: N802 - Twisted's name
+        cluster = getattr(self.bus, "cluster", None)
+        if cluster is None or self.settings.mode != "component":
+            return super().startService()
+        # XEP-0114: the server accepts one component connection for the domain, so one node of
+        # the cluster holds it at a time (a lease), and another takes over when that node dies.
+        Service.startService(self)
+        self._component_key = f"xmpp.component:{self.settings.domain}"
+        return cluster.singleton(self._component_key, self.connection.startService, self.connection.stopService)
 
     @property
     def listening_addresses(self) -> list[Any]:
@@ -501,6 +525,9 @@ class XMPPAdapter(MultiService):
         for _, _, call in self.outbound.values():
             if call is not None and call.active():
                 call.cancel()
+        if self._component_key is not None:
+            Service.stopService(self)
+            return self.bus.cluster.drop_singleton(self._component_key)
         return super().stopService()
 
     # -- inbound messages ------------------------------------------------

@@ -1,0 +1,1 @@
+"""Cluster tests: nodes on a real redis-server (in process), and ``twistd cpimgw`` nodes with real peers."""
