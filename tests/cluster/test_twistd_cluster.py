@@ -1,0 +1,211 @@
+"""Two and three ``twistd cpimgw`` nodes on one redis-server, with real peers (Prosody, sipp, PRIM UAs).
+
+- a SIP user (sipp) sends through node A to a PRIM user logged in at node B;
+- an XMPP user's subscription made through node A (which holds the XEP-0114
+  component) keeps being notified after node A is killed with SIGKILL: node
+  B takes the component over and notifies from the shared subscription;
+- the same Message-ID arriving at two nodes is delivered once;
+- 10,000 messages through node A to a PRIM user at node B, node A killed
+  with SIGKILL on the way: every message answered 200 was received, none twice;
+- Redis killed and restarted under load: /health says the store is down
+  meanwhile, messages are answered with a failure (not accepted), and the
+  node reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import urllib.error
+import urllib.request
+import uuid
+
+from twisted.internet import reactor, threads
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.task import deferLater
+
+from cpimgw.adapters.prim.client import PrimClientError
+from tests.cluster.world import WAIT, ClusterTestCase
+from tests.e2e import sip_users
+from tests.e2e.peers import run_sipp, wait_until, xmpp_jid_of
+from tests.interop import require_program
+from tests.interop.sipp import free_port as free_udp_port
+
+
+def fresh(word: str) -> str:
+    return f"{word}-{uuid.uuid4().hex[:8]}"
+
+
+class TwoNodeTests(ClusterTestCase):
+    @inlineCallbacks
+    def test_sip_user_through_a_reaches_prim_user_on_b(self):  # type: ignore[no-untyped-def]
+        require_program("sipp")
+        yield self.start_node("A", holds_component=True, status=True)
+        yield self.start_node("B")
+        carol = yield self.prim_user("carol", "B")
+        workdir = self.dir + "/sipp-message"
+        process = run_sipp(sip_users.message_uac("bob@sip.localhost", "carol@prim.localhost", "Hello Carol, via A"),
+                           ["-i", "127.0.0.1", "-nostdin", f"127.0.0.1:{self.ports('A')['sip_port']}",
+                            "-p", str(free_udp_port()), "-m", "1", "-t", "u1", "-timeout", "20s", "-timeout_error"],
+                           workdir, timeout=30.0)
+        self.addCleanup(process.stop)
+        code, output = yield process.ended
+        self.assertEqual(code, 0, f"{output[-2000:]}\n{self.log('A')[-3000:]}")
+        send = yield carol.wait_for("SEND").addTimeout(WAIT, reactor)
+        self.assertEqual(send.header("From"), "im:bob@sip.localhost")
+        self.assertIn(b"Hello Carol, via A", send.body)
+        # It went A -> B through B's stream (node A's own PRIM adapter has no session of carol).
+        view = yield threads.deferToThread(_status, self.ports("A")["status_port"])
+        self.assertEqual(view["cluster"]["counters"].get("forwarded"), 1)
+        self.assertEqual(view["cluster"]["node"], "A")
+
+    @inlineCallbacks
+    def test_same_message_id_at_two_nodes_delivered_once(self):  # type: ignore[no-untyped-def]
+        yield self.start_node("A", holds_component=True)
+        yield self.start_node("B")
+        carol = yield self.prim_user("carol", "B")
+        dave_a = yield self.prim_user("dave", "A", listen=False)
+        dave_b = yield self.prim_user("dave", "B", listen=False)
+        answers = yield DeferredList([
+            dave_a.send("im:carol@prim.localhost", b"once", message_id="same-id-1"),
+            dave_b.send("im:carol@prim.localhost", b"once", message_id="same-id-1"),
+        ], consumeErrors=True)
+        self.assertEqual([ok and response.code for ok, response in answers], [200, 200])
+        yield carol.wait_for("SEND").addTimeout(WAIT, reactor)
+        yield deferLater(reactor, 1.0, lambda: None)  # a second copy would arrive within this (bounded)
+        sends = [r for r in carol.received if r.method == "SEND"]
+        self.assertEqual(len(sends), 1)
+
+    @inlineCallbacks
+    def test_xmpp_subscription_through_a_survives_a_sigkill(self):  # type: ignore[no-untyped-def]
+        yield self.start_node("A", holds_component=True)
+        yield self.start_node("B")
+        carol = yield self.prim_user("carol", "B")
+        alice = yield self.xmpp_user("alice")
+        jid = xmpp_jid_of("carol", "prim.localhost")
+
+        def saw(note: str) -> bool:
+            return any(p["from"].split("/")[0] == jid and p["status"] == note for p in alice.presences)
+
+        before = fresh("carol-before")
+        answer = yield carol.publish_status("open", note=before).addTimeout(WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        alice.call(alice.client.send_presence, pto=jid, ptype="subscribe")
+        yield wait_until(lambda: alice.roster_subscription(jid) in ("to", "both"), WAIT, what="subscribed")
+        yield wait_until(lambda: saw(before), WAIT, what="carol's presence through node A")
+        self.kill("A")
+        killed_at = reactor.seconds()
+        yield wait_until(lambda: "cluster node B runs xmpp.component:gw.localhost" in self.log("B"), 20.0,
+                         what="node B to take the component over")
+        yield wait_until(lambda: "XMPP component gw.localhost authenticated" in self.log("B"), 20.0,
+                         what="node B's component stream")
+        after = fresh("carol-after")
+        answer = yield carol.publish_status("open", note=after).addTimeout(WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        yield wait_until(lambda: saw(after), WAIT, what="carol's presence through node B after A died")
+        served = reactor.seconds() - killed_at
+        self.assertTrue(served > 0)
+
+    @inlineCallbacks
+    def test_sigkill_during_10000_messages_loses_nothing_answered(self):  # type: ignore[no-untyped-def]
+        yield self.start_node("A", holds_component=True)
+        yield self.start_node("B")
+        carol = yield self.prim_user("carol", "B")
+        dave = yield self.prim_user("dave", "A", listen=False)
+        total, window = 10000, 200
+        answered: set[str] = set()
+        refused: collections.Counter[str] = collections.Counter()
+        queue = iter(range(total))
+        state = {"killed": False}
+
+        @inlineCallbacks
+        def sender():  # type: ignore[no-untyped-def]
+            for index in queue:
+                message_id = f"load-{index}"
+                try:
+                    response = yield dave.send("im:carol@prim.localhost", b"n", message_id=message_id)
+                except PrimClientError as error:
+                    refused[str(error.response.code)] += 1
+                    continue
+                except Exception as error:  # the connection to node A died with it
+                    refused[type(error).__name__] += 1
+                    return
+                if response.code == 200:
+                    answered.add(message_id)
+                if len(answered) >= 3000 and not state["killed"]:
+                    state["killed"] = True
+                    self.kill("A")
+
+        yield DeferredList([sender() for _ in range(window)], consumeErrors=True)
+        self.assertTrue(state["killed"], f"node A was not killed: {len(answered)} answered, {refused}")
+        # What B accepted from A before A died is delivered; give it the bounded time to arrive.
+        yield wait_until(lambda: answered <= self.received(carol), WAIT,
+                         what=f"every answered message at carol ({len(answered - self.received(carol))} missing)")
+        ids = [r.header("Message-ID") for r in carol.received if r.method == "SEND"]
+        duplicates = [i for i, n in collections.Counter(ids).items() if n > 1]
+        self.assertEqual(duplicates, [])
+        self.assertEqual(answered - set(ids), set())
+        self.assertGreaterEqual(len(answered), 3000)
+
+    @staticmethod
+    def received(client) -> set[str]:  # type: ignore[no-untyped-def]
+        return {r.header("Message-ID") for r in client.received if r.method == "SEND"}
+
+
+def _status(port: int) -> dict:
+    import json
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+def _health(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class RedisRestartTests(ClusterTestCase):
+    @inlineCallbacks
+    def test_redis_restarted_under_load(self):  # type: ignore[no-untyped-def]
+        yield self.start_node("A", holds_component=True, status=True)
+        carol = yield self.prim_user("carol", "A")
+        dave = yield self.prim_user("dave", "A", listen=False)
+        status_port = self.ports("A")["status_port"]
+        code, text = yield threads.deferToThread(_health, status_port)
+        self.assertEqual((code, text), (200, "ok\n"))
+        outcomes: collections.Counter[int] = collections.Counter()
+        answered: set[str] = set()
+        counter = iter(range(1000000))
+        state = {"running": True}
+
+        @inlineCallbacks
+        def load():  # type: ignore[no-untyped-def]
+            while state["running"]:
+                message_id = f"r-{next(counter)}"
+                try:
+                    response = yield dave.send("im:carol@prim.localhost", b"r", message_id=message_id)
+                    outcomes[response.code] += 1
+                    answered.add(message_id)
+                except PrimClientError as error:
+                    outcomes[error.response.code] += 1
+                yield deferLater(reactor, 0.005, lambda: None)
+
+        loads = DeferredList([load() for _ in range(10)], consumeErrors=True)
+        yield wait_until(lambda: outcomes[200] >= 200, WAIT, what="load through the node")
+        self.redis.kill()
+        yield wait_until(lambda: sum(n for c, n in outcomes.items() if c != 200) >= 20, WAIT,
+                         what="failures answered while Redis is down")
+        code, text = yield threads.deferToThread(_health, status_port)
+        self.assertEqual(code, 503)
+        self.assertIn("store down", text)
+        ok_before = outcomes[200]
+        self.redis.spawn()
+        yield wait_until(lambda: outcomes[200] >= ok_before + 200, 30.0, what="the node to reconnect by itself")
+        code, text = yield threads.deferToThread(_health, status_port)
+        self.assertEqual((code, text), (200, "ok\n"))
+        state["running"] = False
+        yield loads
+        yield wait_until(lambda: answered <= {r.header("Message-ID") for r in carol.received if r.method == "SEND"},
+                         WAIT, what="every answered message at carol")
