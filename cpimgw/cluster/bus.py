@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from cpimgw.bus import Bus
 from cpimgw.cluster.node import Node
 from cpimgw.config import ClusterSettings
-from cpimgw.cpim.operations import Response
+from cpimgw.cpim.operations import Response, Status
 
 log = Logger()
 
@@ -50,6 +50,18 @@ class ClusterBus(Bus):
         super().__init__(reactor, store, policy, **kwargs)
         self.presence.local_timers = False
         self.cluster = Node(self, node_id, cluster)
+        if hasattr(store, "owner"):
+            store.owner = node_id  # duplicate keys in flight here are marked with this node
+
+    def _decided(self, response: Response, message: Any, key: str) -> Any:
+        # A message handed on keeps its duplicate key, without the in-flight mark (RedisStore.remember):
+        # should this node die now, a retransmission reaching another node is still suppressed.
+        if response.status is not Status.FAILURE:
+            settle = getattr(self.store, "settle", None)
+            if settle is not None:
+                settle(key).addErrback(lambda reason: log.debug("settling {key} failed: {error}", key=key,
+                                                                error=reason.getErrorMessage()))
+        return Bus._decided(self, response, message, key)
 
     def deliver_now(self, adapter: Any, operation: Any) -> Any:
         key_of = getattr(adapter, "cluster_key", None)

@@ -189,16 +189,38 @@ return removed
 """
 
 # SET NX with a relative TTL first (the common case: a new key); a key whose
-# recorded expiry has passed on the callers' clock is replaced.
+# recorded expiry has passed on the callers' clock is replaced.  The value is
+# "<expiry>" or, while the message is in flight on a cluster node,
+# "<expiry> <node>": a key whose node has died (its heartbeat key is gone)
+# before the message was handed on is taken over, so that a retransmission
+# reaching another node is delivered rather than suppressed.
 _REMEMBER = """
-local p, k, now, at, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local p, k, now, at, ttl, owner = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local key = p .. 'dup:' .. k
-if not redis.call('SET', key, at, 'NX', 'PX', ttl) then
-  local current = tonumber(redis.call('GET', key))
-  if current and current > now then return 0 end
-  redis.call('SET', key, at, 'PX', ttl)
+local value = at
+if owner ~= '' then value = at .. ' ' .. owner end
+if not redis.call('SET', key, value, 'NX', 'PX', ttl) then
+  local current = redis.call('GET', key)
+  local cut = string.find(current, ' ', 1, true)
+  local expiry, holder = current, nil
+  if cut then expiry, holder = string.sub(current, 1, cut - 1), string.sub(current, cut + 1) end
+  expiry = tonumber(expiry)
+  local orphan = holder and holder ~= owner and redis.call('EXISTS', p .. 'node:' .. holder) == 0
+  if expiry and expiry > now and not orphan then return 0 end
+  redis.call('SET', key, value, 'PX', ttl)
 end
 redis.call('ZADD', p .. 'dupexp', at, k)
+return 1
+"""
+
+# The message of a duplicate key was handed on: drop the in-flight mark.
+_SETTLE = """
+local key = ARGV[1] .. 'dup:' .. ARGV[2]
+local current = redis.call('GET', key)
+if not current then return 0 end
+local cut = string.find(current, ' ', 1, true)
+if not cut then return 0 end
+redis.call('SET', key, string.sub(current, 1, cut - 1), 'KEEPTTL')
 return 1
 """
 
@@ -374,6 +396,9 @@ class RedisStore:
         self.poolsize = int(poolsize)
         self.factory: Any = None
         self._opening: Deferred[None] | None = None
+        #: The cluster node id that :meth:`remember` marks new keys with until :meth:`settle`
+        #: (``""``: no mark; a cluster node's bus sets it).
+        self.owner = ""
 
     # -- connections -------------------------------------------------------
 
@@ -577,7 +602,12 @@ class RedisStore:
     def remember(self, key: str, now: float, ttl: float) -> Deferred[bool]:
         ttl_ms = max(1, int(math.ceil(float(ttl) * 1000)))
         return self._run(Script_REMEMBER, key, _float_text(now), _float_text(float(now) + float(ttl)),
-                         ttl_ms).addCallback(bool)
+                         ttl_ms, self.owner).addCallback(bool)
+
+    def settle(self, key: str) -> Deferred[bool]:
+        """The message of ``key`` was handed on: it no longer counts as in flight on this node
+        (see :attr:`owner`)."""
+        return self._run(Script_SETTLE, key).addCallback(bool)
 
     def forget(self, key: str) -> Deferred[bool]:
         """Drop one duplicate key (the bus does so when the message was not delivered)."""
@@ -647,6 +677,7 @@ Script_PUT_PRESENCE = Script(_PUT_PRESENCE)
 Script_REMOVE_PRESENCE = Script(_REMOVE_PRESENCE)
 Script_REMEMBER = Script(_REMEMBER)
 Script_FORGET = Script(_FORGET)
+Script_SETTLE = Script(_SETTLE)
 Script_EXPIRE = Script(_EXPIRE)
 Script_PUT_VALUE = Script(_PUT_VALUE)
 Script_GET_VALUES = Script(_GET_VALUES)

@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import collections
+import json
+import os
+import sys
 import urllib.error
 import urllib.request
 import uuid
 
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, threads, utils
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.task import deferLater
 
@@ -36,6 +39,14 @@ def fresh(word: str) -> str:
 
 
 class TwoNodeTests(ClusterTestCase):
+    def cluster_status(self, node: str, *args: str):  # type: ignore[no-untyped-def]
+        """``cpimgw cluster status --config <node's file> ARGS``: Deferred[(code, out, err)]."""
+        config = os.path.join(self.dir, node, "gateway.toml")
+        return utils.getProcessOutputAndValue(sys.executable, ["-m", "cpimgw.cli", "cluster", "status",
+                                                               "--config", config, *args],
+                                              env=dict(os.environ), path=self.dir).addCallback(
+            lambda result: (result[2], result[0].decode(), result[1].decode()))
+
     @inlineCallbacks
     def test_sip_user_through_a_reaches_prim_user_on_b(self):  # type: ignore[no-untyped-def]
         require_program("sipp")
@@ -57,6 +68,16 @@ class TwoNodeTests(ClusterTestCase):
         view = yield threads.deferToThread(_status, self.ports("A")["status_port"])
         self.assertEqual(view["cluster"]["counters"].get("forwarded"), 1)
         self.assertEqual(view["cluster"]["node"], "A")
+        # The operators' view: both nodes up, B holds carol's user agent, A the component and the sweep.
+        code, out, err = yield self.cluster_status("A", "--json")
+        self.assertEqual(code, 0, err)
+        nodes = json.loads(out)["nodes"]
+        self.assertEqual({name: node["state"] for name, node in nodes.items()}, {"A": "up", "B": "up"})
+        self.assertEqual(nodes["B"]["holds"], ["prim.ua:carol@prim.localhost"])
+        self.assertEqual(nodes["A"]["holds"], ["xmpp.component:gw.localhost"])
+        self.assertEqual(nodes["B"]["stream"]["pending"], 0)
+        code, out, err = yield self.cluster_status("A")
+        self.assertRegex(out, r"(?m)^  B  up  age [\d.]+ s  last beat [\d.]+ s ago")
 
     @inlineCallbacks
     def test_same_message_id_at_two_nodes_delivered_once(self):  # type: ignore[no-untyped-def]

@@ -102,3 +102,33 @@ class RedisOpenTests(unittest.TestCase):
         yield self.assertFailure(store.open(), StoreUnavailable)
         self.assertFalse(store.connected())
         yield self.assertFailure(store.remember("k", 1.0, 1.0), StoreUnavailable)
+
+
+class InFlightKeyTests(unittest.TestCase):
+    """A duplicate key marked in flight by a cluster node that died is taken over."""
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RedisServer()
+        self.addCleanup(self.server.cleanup)
+        yield self.server.start()
+        self.a = RedisStore(self.server.url, prefix="k:")
+        self.b = RedisStore(self.server.url, prefix="k:")
+        self.a.owner, self.b.owner = "A", "B"
+        for store in (self.a, self.b):
+            yield store.open()
+            self.addCleanup(store.close)
+
+    @inlineCallbacks
+    def test_orphaned_key_taken_over_settled_key_kept(self):
+        yield self.a.command("SET", self.a.key("node:A"), "alive")
+        self.assertTrue((yield self.a.remember("m1", 10.0, 60.0)))
+        self.assertTrue((yield self.a.remember("m2", 10.0, 60.0)))
+        self.assertTrue((yield self.a.settle("m2")))
+        # A is alive: its in-flight key holds.
+        self.assertFalse((yield self.b.remember("m1", 11.0, 60.0)))
+        yield self.a.command("DEL", self.a.key("node:A"))  # A died
+        self.assertTrue((yield self.b.remember("m1", 12.0, 60.0)))  # handed on by nobody: B takes it
+        self.assertFalse((yield self.b.remember("m2", 12.0, 60.0)))  # A had handed m2 on
+        yield self.b.command("SET", self.b.key("node:B"), "alive")
+        self.assertFalse((yield self.a.remember("m1", 13.0, 60.0)))  # now in flight on B, which lives
