@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,6 +35,15 @@ log = Logger()
 #: How many times an operation may be passed on between nodes (the holder
 #: changed while it travelled) before the last node delivers it itself.
 MAX_HOPS = 2
+
+
+def _most_positive(responses: list[Response]) -> Response:
+    """Success over indeterminant over failure (the first of its kind)."""
+    for status in (Status.SUCCESS, Status.INDETERMINANT):
+        for response in responses:
+            if response.status is status:
+                return response
+    return responses[0]
 
 
 class ClusterBus(Bus):
@@ -71,21 +80,26 @@ class ClusterBus(Bus):
             key = key_of(operation)
         except Exception:
             key = None
-        if key is None or key in self.cluster.holding or not self.cluster.running:
+        if key is None or not self.cluster.running:
             return Bus.deliver_now(self, adapter, operation)
         return self._route(key, adapter, operation, 0)
 
-    def deliver_held(self, adapter: Any, operation: Any, hops: int = 0) -> Deferred[Response]:
-        """Deliver an operation another node passed on (its stream entry): here when this node
-        holds the connection or none does, on to the holder otherwise (at most :data:`MAX_HOPS`)."""
+    def deliver_held(self, adapter: Any, operation: Any, hops: int = 0, *, claimed: bool = False) -> Deferred[Response]:
+        """Deliver an operation another node passed on (a stream entry).
+
+        From this node's own stream: through this node's adapter (the sender
+        chose this node among the holders, and reached the others itself).
+        Claimed from a dead node's stream: through the nodes that hold the
+        connection now, or here when none does (at most :data:`MAX_HOPS` passes).
+        """
         key_of = getattr(adapter, "cluster_key", None)
         key = None
-        if key_of is not None:
+        if claimed and key_of is not None and hops < MAX_HOPS:
             try:
                 key = key_of(operation)
             except Exception:
                 key = None
-        if key is None or key in self.cluster.holding or hops >= MAX_HOPS:
+        if key is None:
             return self.deliver_here(adapter, operation)
         return self._route(key, adapter, operation, hops)
 
@@ -95,10 +109,20 @@ class ClusterBus(Bus):
         return answer if isinstance(answer, Deferred) else succeed(answer)
 
     def _route(self, key: str, adapter: Any, operation: Any, hops: int) -> Deferred[Response]:
-        def found(holder: str | None) -> Any:
-            if holder is None or holder == self.cluster.id:
+        """Deliver through every live node holding ``key`` (here when none does); the most positive
+        answer wins, as a native network answers for a user with several devices."""
+        me = self.cluster.id
+
+        def found(holders: list[str]) -> Any:
+            others = [node for node in holders if node != me]
+            if not others:
                 return self.deliver_here(adapter, operation)
-            return self.cluster.forward(holder, adapter.name, operation, hops).addCallback(
+            answers = [self.cluster.forward(node, adapter.name, operation, hops) for node in others]
+            if me in holders:
+                answers.insert(0, self.deliver_here(adapter, operation))
+            if len(answers) == 1:
+                return answers[0].addCallback(self._answered, adapter, operation)
+            return gatherResults(answers).addCallback(_most_positive).addCallback(
                 self._answered, adapter, operation)
 
         def unknown(reason: Failure) -> Any:
@@ -107,7 +131,7 @@ class ClusterBus(Bus):
                       error=reason.getErrorMessage())
             return self.deliver_here(adapter, operation)
 
-        return self.cluster.holder_of(key).addCallbacks(found, unknown)
+        return self.cluster.holders_of(key).addCallbacks(found, unknown)
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -67,16 +67,19 @@ GROUP = "cpimgw"
 STREAM_MAXLEN = 200000
 
 
+# Several nodes may hold one key (a user with agents logged in at two nodes).
 _HOLDER = """
-local n = redis.call('HGET', ARGV[1] .. 'holders', ARGV[2])
-if n and redis.call('EXISTS', ARGV[1] .. 'node:' .. n) == 1 then return n end
-return false
+local out = {}
+for _, n in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'holders:' .. ARGV[2])) do
+  if redis.call('EXISTS', ARGV[1] .. 'node:' .. n) == 1 then out[#out + 1] = n end
+end
+return out
 """
 
 _HOLD = """
 local p, id = ARGV[1], ARGV[2]
 for i = 3, #ARGV do
-  redis.call('HSET', p .. 'holders', ARGV[i], id)
+  redis.call('SADD', p .. 'holders:' .. ARGV[i], id)
   redis.call('SADD', p .. 'held:' .. id, ARGV[i])
 end
 return #ARGV - 2
@@ -85,7 +88,7 @@ return #ARGV - 2
 _RELEASE = """
 local p, id = ARGV[1], ARGV[2]
 for i = 3, #ARGV do
-  if redis.call('HGET', p .. 'holders', ARGV[i]) == id then redis.call('HDEL', p .. 'holders', ARGV[i]) end
+  redis.call('SREM', p .. 'holders:' .. ARGV[i], id)
   redis.call('SREM', p .. 'held:' .. id, ARGV[i])
 end
 return 1
@@ -94,7 +97,7 @@ return 1
 _FORGET_NODE = """
 local p, id = ARGV[1], ARGV[2]
 for _, key in ipairs(redis.call('SMEMBERS', p .. 'held:' .. id)) do
-  if redis.call('HGET', p .. 'holders', key) == id then redis.call('HDEL', p .. 'holders', key) end
+  redis.call('SREM', p .. 'holders:' .. key, id)
 end
 redis.call('DEL', p .. 'held:' .. id, p .. 'stream:' .. id)
 redis.call('HDEL', p .. 'nodes', id)
@@ -311,11 +314,9 @@ class Node:
 
         return d.addErrback(failed)
 
-    def holder_of(self, key: str) -> Deferred[str | None]:
-        """``Deferred[str | None]``: the live node holding ``key``, ``None`` when none does."""
-        if key in self.holding:
-            return succeed(self.id)
-        return self._run(HOLDER, key).addCallback(lambda node: _text(node) if node else None)
+    def holders_of(self, key: str) -> Deferred[list[str]]:
+        """``Deferred[list[str]]``: the live nodes holding ``key`` (this one included when it does), sorted."""
+        return self._run(HOLDER, key).addCallback(lambda nodes: sorted(_text(node) for node in nodes or ()))
 
     # -- forwarding ----------------------------------------------------------------
 
@@ -426,7 +427,8 @@ class Node:
                                f"on gateway node {self.id}")
         else:
             hops = int(_text(fields.get("hops", b"0")) or 0)
-            response = yield self.bus.deliver_held(adapter, operation, hops=hops + 1)
+            response = yield self.bus.deliver_held(adapter, operation, hops=hops + 1,
+                                                   claimed=stream != self.stream)
         self.count("served" if stream == self.stream else "served_for_others")
         reply = ["k", "reply", "rid", rid, "r", codec.encode(response), "by", self.id]
         yield self._run(REPLY_AND_ACK, stream, entry_id, self.stream_of(sender) if sender else "", STREAM_MAXLEN,

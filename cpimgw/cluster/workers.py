@@ -104,6 +104,10 @@ class ReusePortReactor:
             sock.close()
 
 
+#: ``twistd`` itself, on this interpreter (``python -m twisted`` is the ``twist`` runner).
+_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; sys.exit(run())"
+
+
 class _Worker(protocol.ProcessProtocol):
     def __init__(self, supervisor: "WorkerSupervisor", index: int) -> None:
         self.supervisor = supervisor
@@ -144,7 +148,7 @@ class WorkerSupervisor(Service):
         self._timers.pop(index, None)
         if not self.running:
             return
-        argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=", "--logfile=-", "cpimgw"]
+        argv = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logfile=-", "cpimgw"]
         if self.config_path:
             argv += ["--config", self.config_path]
         env = dict(os.environ)

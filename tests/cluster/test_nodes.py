@@ -123,6 +123,17 @@ class TwoNodeTests(unittest.TestCase):
         self.assertEqual(len(self.users_a.of_type(Message)), 1)
 
     @inlineCallbacks
+    def test_user_at_both_nodes_gets_it_at_both_once(self):
+        """Agents of one user at two nodes: each node's agents get the operation once; success wins."""
+        self.users_a.login("bob")
+        self.users_b.login("bob")
+        response = yield self.sender_a.inject(message("bob", "both"))
+        self.assertIs(response.status, Status.SUCCESS)
+        self.assertEqual((len(self.users_a.of_type(Message)), len(self.users_b.of_type(Message))), (1, 1))
+        response = yield self.sender_b.inject(message("bob", "both-2"))
+        self.assertEqual((len(self.users_a.of_type(Message)), len(self.users_b.of_type(Message))), (2, 2))
+
+    @inlineCallbacks
     def test_same_message_id_at_both_nodes_is_delivered_once(self):
         self.users_b.login("bob")
         answers = yield gatherResults([self.sender_a.inject(message("bob", "same")),

@@ -68,16 +68,19 @@ class ClusterTestCase(TestCase):
 
     @inlineCallbacks
     def start_node(self, name: str, *, holds_component: bool = False, status: bool = False,
-                   extra: str = ""):  # type: ignore[no-untyped-def]
+                   extra: str = "", workers: int = 1):  # type: ignore[no-untyped-def]
         ports = {"sip_port": free_udp_port(), "prim_s2s_port": free_port(), "prim_c2s_port": free_port()}
         if status:
             ports["status_port"] = free_port()
         config = self.node_config(name, {k: v for k, v in ports.items() if k != "status_port"}, extra)
         if status:
             config = config.replace("[gateway]\n", f"[gateway]\nstatus_port = {ports['status_port']}\n", 1)
+        if workers > 1:
+            config = config.replace("[gateway]\n", f"[gateway]\nworkers = {workers}\n", 1)
         gateway = Gateway(os.path.join(self.dir, name), config)
         self.addCleanup(self._stop, gateway)
-        ready = [rf"cluster node {name} joined"]
+        ready = [rf"cluster node {name} joined"] if workers == 1 else [
+            rf"cluster node {name}#w{index} joined" for index in range(workers)]
         if holds_component:
             ready.append(r"XMPP component \S+ authenticated")
         yield gateway.start(ready=ready)
