@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from cpimgw.bus import Bus
 from cpimgw.cluster.node import Node
 from cpimgw.config import ClusterSettings
-from cpimgw.cpim.operations import Response, Status
+from cpimgw.cpim.operations import Condition, Response, Status, failure
 
 log = Logger()
 
@@ -84,13 +84,16 @@ class ClusterBus(Bus):
             return Bus.deliver_now(self, adapter, operation)
         return self._route(key, adapter, operation, 0)
 
-    def deliver_held(self, adapter: Any, operation: Any, hops: int = 0, *, claimed: bool = False) -> Deferred[Response]:
+    def deliver_held(self, adapter: Any, operation: Any, hops: int = 0, *, claimed: bool = False,
+                     targets: tuple[str, ...] = ()) -> Deferred[Response]:
         """Deliver an operation another node passed on (a stream entry).
 
         From this node's own stream: through this node's adapter (the sender
         chose this node among the holders, and reached the others itself).
-        Claimed from a dead node's stream: through the nodes that hold the
-        connection now, or here when none does (at most :data:`MAX_HOPS` passes).
+        Claimed from a dead node's stream: through the live nodes holding the
+        connection now that the sender did not reach already (``targets``:
+        the holders it sent to), or through this node's adapter when no node
+        holds it any more (its native answer); at most :data:`MAX_HOPS` passes.
         """
         key_of = getattr(adapter, "cluster_key", None)
         key = None
@@ -101,23 +104,31 @@ class ClusterBus(Bus):
                 key = None
         if key is None:
             return self.deliver_here(adapter, operation)
-        return self._route(key, adapter, operation, hops)
+        return self._route(key, adapter, operation, hops, reached=targets)
 
     def deliver_here(self, adapter: Any, operation: Any) -> Deferred[Response]:
         """Through this node's own adapter, whatever the registry says."""
         answer = Bus.deliver_now(self, adapter, operation)
         return answer if isinstance(answer, Deferred) else succeed(answer)
 
-    def _route(self, key: str, adapter: Any, operation: Any, hops: int) -> Deferred[Response]:
+    def _route(self, key: str, adapter: Any, operation: Any, hops: int,
+               reached: tuple[str, ...] = ()) -> Deferred[Response]:
         """Deliver through every live node holding ``key`` (here when none does); the most positive
-        answer wins, as a native network answers for a user with several devices."""
+        answer wins, as a native network answers for a user with several devices.  Nodes in
+        ``reached`` had it already (a claimed entry's first delivery): they are not sent it again."""
         me = self.cluster.id
 
         def found(holders: list[str]) -> Any:
+            if holders and reached:
+                holders = [node for node in holders if node not in reached]
+                if not holders:
+                    return succeed(failure(operation, Condition.UNAVAILABLE,
+                                           "the connection it was sent to is gone; the others have it"))
             others = [node for node in holders if node != me]
             if not others:
                 return self.deliver_here(adapter, operation)
-            answers = [self.cluster.forward(node, adapter.name, operation, hops) for node in others]
+            answers = [self.cluster.forward(node, adapter.name, operation, hops, targets=holders)
+                       for node in others]
             if me in holders:
                 answers.insert(0, self.deliver_here(adapter, operation))
             if len(answers) == 1:

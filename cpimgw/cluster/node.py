@@ -320,8 +320,13 @@ class Node:
 
     # -- forwarding ----------------------------------------------------------------
 
-    def forward(self, node_id: str, adapter_name: str, operation: Any, hops: int = 0) -> Deferred[Response]:
-        """Hand ``operation`` to ``node_id``'s adapter ``adapter_name``; ``Deferred[Response]`` (never errbacks)."""
+    def forward(self, node_id: str, adapter_name: str, operation: Any, hops: int = 0,
+                targets: Any = ()) -> Deferred[Response]:
+        """Hand ``operation`` to ``node_id``'s adapter ``adapter_name``; ``Deferred[Response]`` (never errbacks).
+
+        :param targets: every node the operation is being delivered through (so that a survivor
+            claiming this entry does not deliver it again where it already went).
+        """
         rid = uuid.uuid4().hex
         answer: Deferred[Response] = Deferred()
 
@@ -349,7 +354,7 @@ class Node:
         self.store.command(
             "XADD", self.stream_of(node_id), "MAXLEN", "~", STREAM_MAXLEN, "*",
             "k", "op", "op", codec.encode(operation), "a", adapter_name, "from", self.id, "rid", rid,
-            "hops", hops,
+            "hops", hops, "targets", ",".join(targets) if targets else node_id,
         ).addErrback(not_sent)
         return answer
 
@@ -427,8 +432,9 @@ class Node:
                                f"on gateway node {self.id}")
         else:
             hops = int(_text(fields.get("hops", b"0")) or 0)
+            targets = tuple(filter(None, _text(fields.get("targets", b"")).split(",")))
             response = yield self.bus.deliver_held(adapter, operation, hops=hops + 1,
-                                                   claimed=stream != self.stream)
+                                                   claimed=stream != self.stream, targets=targets)
         self.count("served" if stream == self.stream else "served_for_others")
         reply = ["k", "reply", "rid", rid, "r", codec.encode(response), "by", self.id]
         yield self._run(REPLY_AND_ACK, stream, entry_id, self.stream_of(sender) if sender else "", STREAM_MAXLEN,
@@ -465,8 +471,10 @@ class Node:
             yield self.claim()
         except StoreUnavailable:
             self.count("store_unavailable")
-        except Exception:
-            log.failure("cluster tick failed")
+        except Exception as error:  # Redis went away mid-call (it reconnects), or we are leaving
+            if self.running:
+                self.count("tick_errors")
+                log.warn("cluster node {node}: heartbeat/claim failed: {error}", node=self.id, error=error)
 
     def lease(self, name: str, ttl: float | None = None) -> Deferred[bool]:
         """Take or renew the lease ``name`` for ``ttl`` seconds (``node_timeout`` by default): whether we hold it."""
@@ -504,8 +512,10 @@ class Node:
                 self.count("swept", len(due))
         except StoreUnavailable:
             self.count("store_unavailable")
-        except Exception:
-            log.failure("cluster sweep failed")
+        except Exception as error:
+            if self.running:
+                self.count("sweep_errors")
+                log.warn("cluster node {node}: sweep failed: {error}", node=self.id, error=error)
         return None
 
     # -- singletons ---------------------------------------------------------------------

@@ -148,13 +148,7 @@ class TwoNodeTests(unittest.TestCase):
         self.users_b.login("bob")
         yield wait_until(lambda: "users:bob" in self.b.cluster.holding, what="hold")
         # B stops reading (a process frozen, then killed): its loops and reader go, no leave.
-        node_b = self.b.cluster
-        node_b.running = False
-        for loop in node_b._loops:
-            loop.stop()
-        node_b._loops = []
-        yield node_b._reader.disconnect()
-        node_b._reader = None
+        yield self.freeze(self.b)
         answer = self.sender_a.inject(message("bob", "while-dying"))
         answered: list[Response] = []
         answer.addCallback(lambda response: (answered.append(response), response)[1])
@@ -169,6 +163,28 @@ class TwoNodeTests(unittest.TestCase):
         self.users_a.login("bob")
         response = yield self.sender_b.inject(message("bob", "after"))
         self.assertIs(response.status, Status.SUCCESS)
+
+    def freeze(self, bus: ClusterBus):  # type: ignore[no-untyped-def]
+        """A node stops reading and beating (a frozen process about to be killed): no leave."""
+        node = bus.cluster
+        node.running = False
+        for loop in node._loops:
+            loop.stop()
+        node._loops = []
+        reader, node._reader = node._reader, None
+        return reader.disconnect()
+
+    @inlineCallbacks
+    def test_claimed_entry_is_not_delivered_twice_where_it_went(self):
+        """Bob at A and B; B dies with A's copy in its stream: A takes it over without a second copy."""
+        self.users_a.login("bob")
+        self.users_b.login("bob")
+        yield wait_until(lambda: "users:bob" in self.b.cluster.holding, what="hold")
+        yield self.freeze(self.b)
+        response = yield self.sender_a.inject(message("bob", "twice?"))
+        self.assertIs(response.status, Status.SUCCESS)  # A's own agent took it; B's copy was claimed
+        self.assertEqual(len(self.users_a.of_type(Message)), 1)
+        self.assertEqual(self.a.cluster.counters.get("claimed"), 1)
 
     @inlineCallbacks
     def test_clean_leave_hands_the_stream_over_at_once(self):
