@@ -16,6 +16,7 @@ import sys
 
 from twisted.internet import reactor, utils
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.trial.unittest import TestCase
 
 from cpimgw.config import load_config
 from cpimgw.cpim.errors import ConfigError
@@ -67,7 +68,7 @@ class WorkersTests(ClusterTestCase):
         self.assertEqual(len(holders), 1)
 
 
-class WorkersConfigTests(ClusterTestCase.__bases__[0]):  # a plain trial TestCase: no peers needed
+class WorkersConfigTests(TestCase):  # no peers needed
     def test_workers_refused_without_a_shared_store(self) -> None:
         path = self.mktemp()
         with open(path, "w") as handle:
@@ -76,3 +77,14 @@ class WorkersConfigTests(ClusterTestCase.__bases__[0]):  # a plain trial TestCas
         self.assertEqual(str(error).count("\n"), 0)
         self.assertIn('gateway.workers: 2 workers need the shared store ([store] kind = "redis"), not "sqlite"',
                       str(error))
+
+    def test_the_two_node_example_of_the_readme(self) -> None:
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "conf", "cluster")
+        a = load_config(os.path.join(root, "node-a.toml"))
+        b = load_config(os.path.join(root, "node-b.toml"))
+        self.assertEqual((a.store.kind, a.store.url, a.store.prefix), (b.store.kind, b.store.url, b.store.prefix))
+        self.assertEqual(a.store.kind, "redis")
+        self.assertEqual((a.cluster.node, b.cluster.node), ("node-a", "node-b"))
+        ports = lambda config: {config.adapter("sip").settings["port"], config.adapter("prim").settings["c2s_port"],
+                                config.adapter("prim").settings["s2s_port"], config.gateway.status_port}
+        self.assertEqual(ports(a) & ports(b), set())
