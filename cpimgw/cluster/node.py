@@ -503,10 +503,7 @@ class Node:
             due = yield self.store.due_subscriptions(now, self.settings.batch)
             for subscript_id in due:
                 yield presence._run(presence._expire, subscript_id)
-            expiries = yield self.store.presence_expiries()
-            for presentity, instance, expires_at in expiries:
-                if expires_at > now:
-                    break
+            for presentity, instance in (yield self.store.due_presence(now, self.settings.batch)):
                 yield presence._run(presence._presence_expired, presentity, instance)
             if due:
                 self.count("swept", len(due))

@@ -569,6 +569,13 @@ class RedisStore:
 
     # -- presence ----------------------------------------------------------
 
+    def due_presence(self, now: float, limit: int = 1000) -> Deferred[list[tuple[str, str]]]:
+        """(presentity, instance) of the publications whose ``expires_at`` is ``<= now``, soonest
+        first (the cluster's expiry sweeper)."""
+        return self.command("ZRANGEBYSCORE", self.key("presexp"), "-inf", _float_text(now), "LIMIT", 0,
+                            int(limit)).addCallback(
+            lambda members: [tuple(_text(member).partition("\x00")[::2]) for member in members or ()])
+
     def put_presence(
         self, presentity: CPIMURI | str, instance: str | None, document: Content, updated_at: float,
         expires_at: float | None = None,

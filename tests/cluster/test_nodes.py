@@ -17,7 +17,8 @@ from twisted.trial import unittest
 from cpimgw.cluster import codec
 from cpimgw.cluster.bus import ClusterBus
 from cpimgw.config import ClusterSettings
-from cpimgw.cpim.operations import Condition, Content, Message, Notify, Response, Status, Subscribe, failure, success
+from cpimgw.cpim.operations import (Condition, Content, Message, Notify, Publish, Response, Status, Subscribe,
+                                     failure, success)
 from cpimgw.cpim.uri import im_uri, pres_uri
 from cpimgw.policy import DefaultPolicy
 from cpimgw.store.records import ACTIVE, SubscriptionRecord
@@ -212,6 +213,14 @@ class TwoNodeTests(unittest.TestCase):
         # The final notify went to the watcher's adapter once, through the node that swept.
         finals = self.users_a.of_type(Notify) + self.users_b.of_type(Notify)
         self.assertEqual(len(finals), 1)
+        # A publication that runs out is withdrawn once, by the sweeper, not by a timer of its own node.
+        yield self.sender_a.inject(Publish(pres_uri("zed", "sender.example"),
+                                           Content("application/pidf+xml", b"<presence/>"), expires=1))
+        self.assertEqual(self.a.presence.published_expiries(), {})
+        yield wait_until(lambda: self.a.counters["presence_expired"] + self.b.counters["presence_expired"] >= 1,
+                         what="publication expiry")
+        self.assertEqual((yield self.b.store.get_presence("pres:zed@sender.example")), {})
+        self.assertEqual(self.a.counters["presence_expired"] + self.b.counters["presence_expired"], 1)
         # The sweeper leaves: the other node takes the lease over.
         sweeper, other = (self.a, self.b) if holders[0] is self.a else (self.b, self.a)
         yield sweeper.cluster.leave()

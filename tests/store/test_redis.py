@@ -66,6 +66,15 @@ class RedisStoreTests(StoreContractMixin, unittest.TestCase):
         self.assertEqual((yield self.store.due_subscriptions(100.0)), [])
 
     @inlineCallbacks
+    def test_due_presence_for_the_sweeper(self):
+        yield self.store.put_presence("pres:b@example.com", "desk", PIDF_A, 1.0, expires_at=90.0)
+        yield self.store.put_presence("pres:a@example.com", "", PIDF_A, 1.0, expires_at=50.0)
+        yield self.store.put_presence("pres:a@example.com", "phone", PIDF_A, 1.0)
+        self.assertEqual((yield self.store.due_presence(60.0)), [("pres:a@example.com", "")])
+        self.assertEqual((yield self.store.due_presence(100.0)),
+                         [("pres:a@example.com", ""), ("pres:b@example.com", "desk")])
+
+    @inlineCallbacks
     def test_server_down_fails_at_once_and_reconnects(self):
         """Redis gone: every call fails with StoreUnavailable, connected() is False; back: it reconnects."""
         self.server.kill()
