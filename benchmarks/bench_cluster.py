@@ -8,7 +8,9 @@ Throughput: a redis-server and one ``twistd cpimgw`` with ``[gateway] workers
 by the workers with SO_REUSEPORT, and the benchmark ``sink`` adapter of
 ``benchmarks/plugins`` as the far end).  ``--senders`` sipp processes (each
 its own source port, so the kernel spreads them over the workers) send
-``--count`` MESSAGEs in all, at ``--rate`` per second in all, to
+``--count`` MESSAGEs in all, at ``--rate`` per second in all (each with at most
+``--outstanding`` unanswered, so the offered load follows what the gateway
+answers instead of piling up retransmissions), to
 ``sip:bob@sink.bench``: the gateway-bound path SIP -> bus (duplicate key in
 Redis) -> adapter.  Printed per N: the messages answered 200 per second of
 wall time, sipp's failed calls and retransmissions, and the CPU each process
@@ -176,13 +178,14 @@ domains = ["sink.bench"]
 {extra}"""
 
 
-def sipp_run(port: int, count: int, rate: int, workdir: str) -> subprocess.Popen:  # type: ignore[type-arg]
+def sipp_run(port: int, count: int, rate: int, workdir: str,
+             outstanding: int = 32) -> subprocess.Popen:  # type: ignore[type-arg]
     os.makedirs(workdir, exist_ok=True)
     scenario = os.path.join(workdir, "scenario.xml")
     with open(scenario, "w") as handle:
         handle.write(UAC_MESSAGE.format(domain="sink.bench"))
     argv = ["sipp", "-sf", scenario, f"127.0.0.1:{port}", "-s", "bob", "-i", "127.0.0.1",
-            "-p", str(free_udp_port()), "-m", str(count), "-r", str(rate), "-l", str(max(200, rate)),
+            "-p", str(free_udp_port()), "-m", str(count), "-r", str(rate), "-l", str(outstanding),
             "-t", "u1", "-nostdin", "-timeout", f"{count // max(1, rate) + 60}s",
             "-trace_stat", "-stf", os.path.join(workdir, "stat.csv"), "-fd", "1"]
     return subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -217,8 +220,8 @@ def throughput(args: argparse.Namespace, workers: int, root: str) -> float:
         redis_before = cpu_seconds(redis.process.pid)
         started = time.monotonic()
         per = args.count // args.senders
-        senders = [sipp_run(sip_port, per, max(1, args.rate // args.senders), os.path.join(workdir, f"run-{i}"))
-                   for i in range(args.senders)]
+        senders = [sipp_run(sip_port, per, max(1, args.rate // args.senders), os.path.join(workdir, f"run-{i}"),
+                            args.outstanding) for i in range(args.senders)]
         sipp_cpu = {process.pid: 0.0 for process in senders}
         while any(process.poll() is None for process in senders):
             for process in senders:
@@ -234,7 +237,8 @@ def throughput(args: argparse.Namespace, workers: int, root: str) -> float:
         ok = sum(s.get("SuccessfulCall(C)", 0) for s in stats)
         failed = sum(s.get("FailedCall(C)", 0) for s in stats)
         retrans = sum(s.get("Retransmissions(C)", 0) for s in stats)
-        print(f"-- {workers} worker(s): {args.senders} sipp senders, {args.count} MESSAGEs at {args.rate}/s requested")
+        print(f"-- {workers} worker(s): {args.senders} sipp senders, {args.count} MESSAGEs at {args.rate}/s requested,"
+              f" at most {args.outstanding} unanswered per sender")
         print(f"   answered 200: {ok}, failed: {failed}, retransmissions: {retrans}, wall {elapsed:.2f} s"
               f"  -> {ok / elapsed:.0f} messages/s")
         for pid in pids:
@@ -362,8 +366,10 @@ users = {{ carol = "carolpw", dave = "davepw" }}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000)
-    parser.add_argument("--rate", type=int, default=6000)
-    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=8000)
+    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--outstanding", type=int, default=32,
+                        help="unanswered MESSAGEs per sender at most (sipp -l): offered load follows capacity")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-failover", action="store_true")
     args = parser.parse_args()
