@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -119,6 +120,9 @@ class TwoNodeTests(ClusterTestCase):
                          what="node B to take the component over")
         yield wait_until(lambda: "XMPP component gw.localhost authenticated" in self.log("B"), 20.0,
                          what="node B's component stream")
+        # B refreshes alice's subscription from now on (it was made, and refreshed, by A).
+        yield wait_until(lambda: re.search(r"XMPP component taken over: [1-9]\d* subscriptions of XMPP users adopted",
+                                           self.log("B")) is not None, WAIT, what="node B to adopt the subscription")
         after = fresh("carol-after")
         answer = yield carol.publish_status("open", note=after).addTimeout(WAIT, reactor)
         self.assertEqual(answer.code, 200)

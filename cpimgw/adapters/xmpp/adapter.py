@@ -484,7 +484,37 @@ class XMPPAdapter(MultiService):
         # the cluster holds it at a time (a lease), and another takes over when that node dies.
         Service.startService(self)
         self._component_key = f"xmpp.component:{self.settings.domain}"
-        return cluster.singleton(self._component_key, self.connection.startService, self.connection.stopService)
+        return cluster.singleton(self._component_key, self._take_component, self.connection.stopService)
+
+    def _take_component(self) -> Any:
+        """This node now holds the component stream: connect, and take over the refresh of the XMPP
+        users' subscriptions that another node made (they are in the shared store)."""
+        self.connection.startService()
+
+        def adopt(records: list) -> None:
+            now = self.reactor.seconds()
+            for record in records:
+                if record.watcher_origin != self.name or not record.live(now):
+                    continue
+                try:
+                    watcher = CPIMURI("pres", *record.watcher[len("pres:"):].rsplit("@", 1))
+                    target = CPIMURI("pres", *record.target[len("pres:"):].rsplit("@", 1))
+                except TypeError:
+                    continue
+                key = (_key(watcher), _key(target))
+                if key in self.outbound:
+                    continue
+                operation = Subscribe(watcher, target, self.settings.subscription_duration,
+                                      subscript_id=record.subscript_id, origin=self.name,
+                                      watcher_instance=record.watcher_instance)
+                delay = max(30.0, (record.expires_at - now) * 0.9)
+                self.outbound[key] = (record.subscript_id, operation, self.reactor.callLater(delay, self._refresh, key))
+                self.confirmed.add(key)
+            log.info("XMPP component taken over: {count} subscriptions of XMPP users adopted", count=len(self.outbound))
+
+        return self.bus.store.subscriptions().addCallbacks(
+            adopt, lambda reason: log.warn("XMPP: adopting the subscriptions failed: {error}",
+                                           error=reason.getErrorMessage()))
 
     @property
     def listening_addresses(self) -> list[Any]:
