@@ -190,7 +190,8 @@ class IStore(Interface):
     """What must survive a restart: subscriptions, presence, duplicate keys, adapter state.
 
     Every method returns a ``Deferred``.  Implementations: in memory (tests),
-    SQLite through ``twisted.enterprise.adbapi`` (the embedded default).
+    SQLite through ``twisted.enterprise.adbapi`` (the embedded default), and
+    Redis (:mod:`cpimgw.store.redis`), shared by the nodes of a cluster.
     """
 
     def open():

@@ -202,6 +202,11 @@ class LoadTests(TestCase):
             ('[store]\nkind = "etcd"', 'store.kind: must be one of "sqlite", "memory", "redis", got "etcd"'),
             ('[store]\nkind = "redis"\nurl = "http://127.0.0.1"',
              "store.url: must be a redis:// or rediss:// URL, got 'http://127.0.0.1'"),
+            ('[gateway]\nworkers = 2', 'gateway.workers: 2 workers need the shared store ([store] kind = "redis"), '
+             'not "sqlite"'),
+            ("[cluster]\nheartbeat = 2.0\nnode_timeout = 1.0",
+             "cluster.node_timeout: must be longer than cluster.heartbeat (2)"),
+            ("[cluster]\nclaim_idle = 0", "cluster.claim_idle: must be a positive number of seconds, got 0"),
             ("[store]\npath = 1.5", "store.path: must be a string, got 1.5"),
             ('[routing]\nsrv_fallback = "yes"', 'routing.srv_fallback: must be true or false, got "yes"'),
             ('[routing]\ndomains = "x"', 'routing.domains: must be a table, got "x"'),

@@ -1,1 +1,1 @@
-"""Stores of what must survive a restart (IStore): in memory and SQLite."""
+"""Stores of what must survive a restart (IStore): in memory, SQLite, and Redis (shared by cluster nodes)."""
