@@ -399,6 +399,7 @@ class RedisStore:
         #: The cluster node id that :meth:`remember` marks new keys with until :meth:`settle`
         #: (``""``: no mark; a cluster node's bus sets it).
         self.owner = ""
+        self._next = 0
 
     # -- connections -------------------------------------------------------
 
@@ -441,15 +442,19 @@ class RedisStore:
         return self.factory is not None and bool(self.factory.pool)
 
     def connection(self) -> Any:
-        """A connected ``txredisapi`` connection handler.
+        """A connected ``txredisapi`` protocol of the pool.
 
         :raise StoreUnavailable: when no connection is up (the client keeps reconnecting).
         """
         if self.factory is None:
             raise StoreUnavailable(f"Redis store {self._where()} is not open")
-        if not self.factory.pool:
+        pool = self.factory.pool
+        if not pool:
             raise StoreUnavailable(f"Redis store {self._where()} is unreachable (reconnecting)")
-        return self.factory.handler
+        # A connected protocol of the pool, round robin: its execute_command writes at once (the
+        # pool's handler would add a Deferred and a queue round per command).
+        self._next = (self._next + 1) % len(pool)
+        return pool[self._next]
 
     def _where(self) -> str:
         return f"{self.options['host']}:{self.options['port']}"
@@ -460,18 +465,20 @@ class RedisStore:
 
     def _run(self, script: Script, *args: Any) -> Deferred[Any]:
         try:
-            connection = self.connection()
+            return script(self.connection(), self.prefix, *args)
         except StoreUnavailable as error:
             return fail(error)
-        return script(connection, self.prefix, *args)
+        except Exception as error:  # the connection went down between the pool and the write
+            return fail(StoreUnavailable(f"Redis store {self._where()}: {error}"))
 
     def command(self, *args: Any) -> Deferred[Any]:
         """One Redis command on a pooled connection; fails with :class:`StoreUnavailable` when down."""
         try:
-            connection = self.connection()
+            return self.connection().execute_command(*args)
         except StoreUnavailable as error:
             return fail(error)
-        return connection.execute_command(*args)
+        except Exception as error:
+            return fail(StoreUnavailable(f"Redis store {self._where()}: {error}"))
 
     # -- lifecycle ---------------------------------------------------------
 
