@@ -275,6 +275,10 @@ class GatewayService(MultiService):
             port = getattr(self.config.gateway, "status_port", 0)
             if not port or self.reactor is None:
                 return None
+            if getattr(self.config.gateway, "workers", 1) > 1:
+                from cpimgw.cluster.workers import worker_index
+
+                port += worker_index() or 0  # worker I answers on status_port + I
             interface = getattr(self.config.gateway, "status_address", STATUS_INTERFACE) or STATUS_INTERFACE
             step = maybeDeferred(self.reactor.listenTCP, port, status_site(self), interface=interface)
 

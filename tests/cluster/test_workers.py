@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 
-from twisted.internet import reactor, utils
+from twisted.internet import reactor, threads, utils
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from cpimgw.config import load_config
 from cpimgw.cpim.errors import ConfigError
+from tests.cluster.test_twistd_cluster import _status
 from tests.cluster.world import WAIT, ClusterTestCase
 from tests.e2e.peers import wait_until
 
@@ -33,7 +34,11 @@ class WorkersTests(ClusterTestCase):
 
     @inlineCallbacks
     def test_two_workers_share_the_ports_and_serve_each_other(self):  # type: ignore[no-untyped-def]
-        yield self.start_node("W", holds_component=True, extra="", workers=2)
+        yield self.start_node("W", holds_component=True, status=True, workers=2)
+        # Each worker answers its own status endpoint: status_port + its index.
+        for index in (0, 1):
+            view = yield threads.deferToThread(_status, self.ports("W")["status_port"] + index)
+            self.assertEqual(view["cluster"]["node"], f"W#w{index}")
         nodes = yield self.status()
         self.assertEqual({name: node["state"] for name, node in nodes.items()}, {"W#w0": "up", "W#w1": "up"})
         self.assertEqual(len({node["pid"] for node in nodes.values()}), 2)
