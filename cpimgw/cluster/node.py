@@ -51,14 +51,14 @@ import socket
 import uuid
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cpimgw.cluster import codec
 from cpimgw.config import ClusterSettings
-from cpimgw.cpim.operations import Condition, Response, Status, failure
+from cpimgw.cpim.operations import Condition, Response, failure
 from cpimgw.store.redis import Script, StoreUnavailable
 
 log = Logger()

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from twisted.internet import reactor, threads, utils
+from twisted.internet import threads, utils
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks

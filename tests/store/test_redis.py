@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from cpimgw.cpim.errors import ConfigError
 from cpimgw.store.redis import RedisStore, StoreUnavailable, parse_redis_url
-from tests.interop.prosody import free_port, port_open
+from tests.interop.prosody import free_port
 from tests.interop.redis import RedisServer
 from tests.store.test_memory import PIDF_A, StoreContractMixin, record
 
