@@ -211,6 +211,8 @@ class TwoNodeTests(unittest.TestCase):
         holders = [bus for bus in (self.a, self.b) if "sweep" in bus.cluster.leases]
         self.assertEqual(len(holders), 1)
         # The final notify went to the watcher's adapter once, through the node that swept.
+        yield wait_until(lambda: self.users_a.of_type(Notify) + self.users_b.of_type(Notify), what="final notify")
+        yield self.a.store.get_subscription("sub-1")  # a round trip to Redis: a second sweep would show by now
         finals = self.users_a.of_type(Notify) + self.users_b.of_type(Notify)
         self.assertEqual(len(finals), 1)
         # A publication that runs out is withdrawn once, by the sweeper, not by a timer of its own node.
