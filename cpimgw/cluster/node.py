@@ -28,11 +28,15 @@ Failover (:meth:`Node.claim`)
     survivor's own consumer name, and its pending entries are claimed with
     ``XAUTOCLAIM`` once idle ``claim_idle`` seconds (at once for a node that
     left cleanly).  A claimed operation is delivered through the connection
-    that now holds its resource (the survivor's, or another node's) or, when
-    no node holds it any more, by the survivor's own adapter, which answers
-    the native failure (e.g. PRIM 408 for a closed inbox); the answer goes
-    back to the sender.  Nothing acknowledged was lost; nothing answered was
-    answered twice.
+    that now holds its resource (the survivor's, or another node's) and
+    that the sender did not reach already or, when no node holds it any
+    more, by the survivor's own adapter, which answers the native failure
+    (e.g. PRIM 408 for a closed inbox); the answer goes back to the sender.
+    A *message* the dead node had read but not answered may have been
+    delivered: it is answered failure (timeout, "it may have arrived"), not
+    delivered twice (RFC 3860 §4: at most once); presence operations are
+    delivered again.  Nothing answered success was lost; nothing was
+    delivered twice.
 
 Leases (:meth:`Node.lease`)
     ``SET P lease:<name> <id> NX PX ttl``, renewed by the holder.  The
@@ -58,7 +62,7 @@ from twisted.python.failure import Failure
 
 from cpimgw.cluster import codec
 from cpimgw.config import ClusterSettings
-from cpimgw.cpim.operations import Condition, Response, failure
+from cpimgw.cpim.operations import Condition, Message, Response, failure
 from cpimgw.store.redis import Script, StoreUnavailable
 
 log = Logger()
@@ -427,7 +431,16 @@ class Node:
             yield self.store.command("XACK", stream, GROUP, entry_id)
             return None
         adapter = self.bus.adapter_named(_text(fields.get("a", b"")))
-        if adapter is None:
+        if fields.get("uncertain") and isinstance(operation, Message):
+            # RFC 3860 §4: a message is delivered at most once.  The dead node read this one and
+            # may have handed it on before dying; the sender hears that the outcome is unknown
+            # (a failure, never a success) rather than the recipient seeing it twice.  Presence
+            # operations are state and are delivered again (at least once).
+            self.count("uncertain")
+            response = failure(operation, Condition.TIMEOUT,
+                               f"gateway node {stream[len(self.stream_of('')):]} died while delivering it; "
+                               "it may have arrived")
+        elif adapter is None:
             response = failure(operation, Condition.NO_ROUTE, f"no adapter {_text(fields.get('a', b''))!r} "
                                f"on gateway node {self.id}")
         else:
@@ -593,7 +606,10 @@ class Node:
             claimed = yield self.store.command(
                 "XAUTOCLAIM", stream, GROUP, self.id, idle, "0-0", "COUNT", self.settings.batch)
             if claimed and len(claimed) > 1:
-                entries += self._entries([[stream, claimed[1]]])
+                # Read by the dead node but not answered: it may have delivered them already.
+                for entry_id, fields in self._entries([[stream, claimed[1]]]):
+                    fields["uncertain"] = b"1"
+                    entries.append((entry_id, fields))
             for entry_id, fields in entries:
                 self._handle(stream, entry_id, fields)
             if entries:

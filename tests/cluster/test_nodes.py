@@ -188,6 +188,25 @@ class TwoNodeTests(unittest.TestCase):
         self.assertEqual(self.a.cluster.counters.get("claimed"), 1)
 
     @inlineCallbacks
+    def test_message_read_by_a_node_that_died_is_not_delivered_twice(self):
+        """B read A's message, handed it to bob's agent and died before answering: it may have
+        arrived, so A answers failure (timeout) instead of delivering it a second time."""
+        from twisted.internet.defer import Deferred
+
+        self.users_b.login("bob")
+        yield wait_until(lambda: "users:bob" in self.b.cluster.holding, what="hold")
+        self.users_b.reply = lambda operation: Deferred()  # bob's agent at B never answers
+        answer = self.sender_a.inject(message("bob", "maybe"))
+        yield wait_until(lambda: self.users_b.of_type(Message), what="B to read and deliver")
+        yield self.freeze(self.b)
+        self.users_a.login("bob")  # bob's agent logs in again, at A
+        response = yield answer
+        self.assertIs(response.condition, Condition.TIMEOUT)
+        self.assertIn("may have arrived", response.reason)
+        self.assertEqual(self.users_a.of_type(Message), [])
+        self.assertEqual(self.a.cluster.counters.get("uncertain"), 1)
+
+    @inlineCallbacks
     def test_clean_leave_hands_the_stream_over_at_once(self):
         self.users_b.login("bob")
         yield wait_until(lambda: "users:bob" in self.b.cluster.holding, what="hold")
