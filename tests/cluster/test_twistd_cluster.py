@@ -187,6 +187,33 @@ class TwoNodeTests(ClusterTestCase):
         self.assertLess(len(answered), 10000)
         self.assertGreater(sum(refused.values()), 0)
 
+    @inlineCallbacks
+    def test_prim_lease_renewed_at_one_node_is_not_expired_by_another(self):  # type: ignore[no-untyped-def]
+        """carol's leased tuple is known to B (B started after her PUBLISH); she renews it at A: B's
+        own timer for the old lease finds the renewal in the shared store and changes nothing."""
+        yield self.start_node("A", holds_component=True)
+        carol = yield self.prim_user("carol", "A")
+        note = fresh("carol-leased")
+        answer = yield carol.publish_status("open", note=note, pi_type="leased", duration=3).addTimeout(
+            WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        yield self.start_node("B")
+        self.assertRegex(self.log("B"), r"PRIM state restored: \d+ ACLs, \d+ class tables, 1 tuples")
+        answer = yield carol.renew("default", 60).addTimeout(WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        dave = yield self.prim_user("dave", "B")
+        answer = yield dave.subscribe("pres:carol@prim.localhost", 600).addTimeout(WAIT, reactor)
+        self.assertIn(answer.code, (200, 201))
+        # Past the first lease's end (3 s after the PUBLISH), waiting on the real nodes' timers:
+        deadline = reactor.seconds() + 4.0
+        yield wait_until(lambda: reactor.seconds() > deadline, 10.0, what="the old lease's end")
+        self.assertNotIn("PRIM lease of tuple default of carol@prim.localhost expired", self.log("B"))
+        self.assertNotIn("PRIM lease of tuple default of carol@prim.localhost expired", self.log("A"))
+        fetched = yield dave.fetch("pres:carol@prim.localhost").addTimeout(WAIT, reactor)
+        notes = [r.body for r in dave.received if r.method == "NOTIFY"] + [fetched.body]
+        self.assertTrue(any(note.encode() in body for body in notes), notes)
+        self.assertFalse(any(b"closed" in body for body in notes), notes)
+
     @staticmethod
     def received(client) -> set[str]:  # type: ignore[no-untyped-def]
         return {r.header("Message-ID") for r in client.received if r.method == "SEND"}

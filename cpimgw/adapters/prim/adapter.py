@@ -1059,10 +1059,65 @@ class PrimAdapter(Service):
         state = self._tuples.get(principal, {}).get(tuple_id)
         if state is None:
             return
+        if getattr(self.bus, "cluster", None) is not None and self._store_values() is not None:
+            # Several gateway nodes: another node may have renewed or replaced this tuple since this
+            # node last saw it; decide on the shared store's state.
+            state.lease_timer = None
+            d = self._cluster_lease_expired(principal, tuple_id)
+            self._writes.add(d)
+            d.addBoth(lambda result: (self._writes.discard(d), result)[1])
+            return
         state.lease_timer = None
         self._drop_lease(principal, tuple_id, state)
         log.info("PRIM lease of tuple {tuple} of {who} expired", tuple=tuple_id, who="@".join(principal))
         self._publish_public(principal, None)
+
+    @defer.inlineCallbacks
+    def _cluster_lease_expired(self, principal: tuple[str, str], tuple_id: str):  # type: ignore[no-untyped-def]
+        """A lease of ``principal``'s tuple ran out on this node's timer: reload the principal's
+        tuples from the shared store (re-arming the leases as stored), and publish the principal's
+        presence if that tuple is no longer leased there (every node doing so publishes the same
+        document: the presence service passes on only a change)."""
+        now = self.reactor.seconds()
+        try:
+            values = yield self._store_values().get_values(pstate.SCOPE_TUPLE, now)
+        except Exception as error:  # noqa: BLE001 - the store is down: this node's own view decides
+            log.warn("PRIM: shared tuples unreadable ({error}); expiring {tuple} locally", error=error,
+                     tuple=tuple_id)
+            state = self._tuples.get(principal, {}).get(tuple_id)
+            if state is not None:
+                self._drop_lease(principal, tuple_id, state)
+                self._publish_public(principal, None)
+            return None
+        for state in self._tuples.get(principal, {}).values():
+            if state.lease_timer is not None and state.lease_timer.active():
+                state.lease_timer.cancel()
+        reloaded: dict[str, TupleState] = {}
+        for key, value in values.items():
+            try:
+                owner, each = pstate.split_tuple_key(key)
+                if owner != principal:
+                    continue
+                stored = pstate.decode_tuple(value)
+            except Exception:  # noqa: BLE001 - a damaged row: skipped, as restore() does
+                continue
+            state = TupleState(stored.permanent, stored.leased, None, stored.lease_until)
+            reloaded[each] = state
+            if state.leased is not None and stored.lease_until is not None and stored.lease_until > now:
+                self._arm_lease(principal, each, state, stored.lease_until - now, save=False)
+                state.lease_until = stored.lease_until
+        if reloaded:
+            self._tuples[principal] = reloaded
+        else:
+            self._tuples.pop(principal, None)
+        current = reloaded.get(tuple_id)
+        if current is not None and current.leased is not None and (current.lease_until or 0) > now:
+            return None  # renewed elsewhere: nothing changed
+        if current is not None and current.leased is not None:
+            self._drop_lease(principal, tuple_id, current)
+        log.info("PRIM lease of tuple {tuple} of {who} expired", tuple=tuple_id, who="@".join(principal))
+        self._publish_public(principal, None)
+        return None
 
     def _document_for(self, principal: tuple[str, str], watcher: Optional[str]) -> Optional[Content]:
         """The presentity's document as ``watcher`` may see it (``None``: the public part).
