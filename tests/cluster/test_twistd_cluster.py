@@ -214,6 +214,23 @@ class TwoNodeTests(ClusterTestCase):
         self.assertTrue(any(note.encode() in body for body in notes), notes)
         self.assertFalse(any(b"closed" in body for body in notes), notes)
 
+    @inlineCallbacks
+    def test_prim_acl_set_through_a_holds_at_b(self):  # type: ignore[no-untyped-def]
+        """carol sets her inbox ACL through A (refusing dave); B, started before, has not read it:
+        when carol's agent moves to B, B reads it and refuses dave's message (PRIM 402)."""
+        yield self.start_node("A", holds_component=True)
+        yield self.start_node("B")
+        carol = yield self.prim_user("carol", "A")
+        answer = yield carol.set_acl(b"<ACL><entry><target><address>@xmpp.localhost</address></target>"
+                                     b"<allow><send/></allow></entry></ACL>").addTimeout(WAIT, reactor)
+        self.assertEqual(answer.code, 200)
+        yield carol.logout()
+        carol_at_b = yield self.prim_user("carol", "B")
+        dave = yield self.prim_user("dave", "A", listen=False)
+        error = yield self.assertFailure(dave.send("im:carol@prim.localhost", b"refused?"), PrimClientError)
+        self.assertEqual(error.response.code, 402)
+        self.assertEqual([r for r in carol_at_b.received if r.method == "SEND"], [])
+
     @staticmethod
     def received(client) -> set[str]:  # type: ignore[no-untyped-def]
         return {r.header("Message-ID") for r in client.received if r.method == "SEND"}

@@ -762,8 +762,35 @@ class PrimAdapter(Service):
             return
         if held:
             cluster.hold(self._ua_key(principal))
+            self._reload_access(principal)
         else:
             cluster.release(self._ua_key(principal))
+
+    def _reload_access(self, principal: tuple[str, str]) -> None:
+        """Read the principal's ACL and class table from the shared store: the user agent may have
+        set them through another node since this one started (its deliveries are decided here now)."""
+        store = self._store_values()
+        if store is None:
+            return
+        key = pstate.principal_key(principal)
+
+        def loaded(values: list) -> None:
+            for table, parse, value in ((self._acls, acl.parse_acl, values[0]),
+                                        (self._class_tables, acl.parse_class_table, values[1])):
+                if value is None:
+                    table.pop(principal, None)
+                    continue
+                try:
+                    table[principal] = parse(value)
+                except Exception as error:  # noqa: BLE001 - a damaged row: the node's own view stays
+                    log.warn("PRIM stored access rules of {key} skipped: {error}", key=key, error=error)
+
+        d = defer.gatherResults([store.get_value(pstate.SCOPE_ACL, key),
+                                 store.get_value(pstate.SCOPE_CLASS_TABLE, key)], consumeErrors=True)
+        d.addCallbacks(loaded, lambda reason: log.warn("PRIM: access rules of {key} unreadable: {error}", key=key,
+                                                       error=reason.getErrorMessage()))
+        self._writes.add(d)
+        d.addBoth(lambda result: (self._writes.discard(d), result)[1])
 
     def cluster_key(self, operation: Any) -> Optional[str]:
         """The connection that delivers ``operation``: a local user's agents (``prim.ua:user@domain``),
