@@ -25,9 +25,9 @@ Routing (:meth:`Node.forward`)
 Failover (:meth:`Node.claim`)
     Every node watches the registry; the stream of a dead node (or of one
     that left) is taken over: its never-read entries are read with the
-    survivor's own consumer name, and its pending entries are claimed with
-    ``XAUTOCLAIM`` once idle ``claim_idle`` seconds (at once for a node that
-    left cleanly).  A claimed operation is delivered through the connection
+    survivor's own consumer name (at once, for a node that left cleanly or
+    died), and its pending entries are claimed with ``XAUTOCLAIM`` once idle
+    ``claim_idle`` seconds.  A claimed operation is delivered through the connection
     that now holds its resource (the survivor's, or another node's) and
     that the sender did not reach already or, when no node holds it any
     more, by the survivor's own adapter, which answers the native failure
@@ -69,6 +69,8 @@ log = Logger()
 
 GROUP = "cpimgw"
 STREAM_MAXLEN = 200000
+#: Batches of a dead node's stream taken over per heartbeat, at most.
+CLAIM_ROUNDS = 50
 
 
 # Several nodes may hold one key (a user with agents logged in at two nodes).
@@ -195,6 +197,7 @@ class Node:
         self._loops: list[LoopingCall] = []
         self._consuming: Deferred[None] | None = None
         self._left: dict[str, float] = {}
+        self._claiming: set[tuple[str, str]] = set()  # (stream, entry id) taken over and still in work
 
     # -- names ---------------------------------------------------------------
 
@@ -407,6 +410,8 @@ class Node:
     def _handle(self, stream: str, entry_id: str, fields: dict[str, bytes]) -> None:
         """One entry of a stream we consume (ours, or a dead node's that we took over)."""
         work = maybeDeferred(self._process, stream, entry_id, fields)
+        if stream != self.stream:
+            work.addBoth(lambda result: (self._claiming.discard((stream, entry_id)), result)[1])
         work.addErrback(lambda reason: log.failure("cluster: entry {entry} of {stream} failed", reason,
                                                    entry=entry_id, stream=stream))
         if not work.called:
@@ -596,22 +601,31 @@ class Node:
                 self._left.pop(node_id, None)
                 continue
             first_seen = self._left.setdefault(node_id, now)
-            left = description.get("state") == "left"
             stream = self.stream_of(node_id)
             yield self._ensure_group(stream).addErrback(lambda _: None)
-            fresh = yield self.store.command(
-                "XREADGROUP", "GROUP", GROUP, self.id, "COUNT", self.settings.batch, "STREAMS", stream, ">")
-            entries = self._entries(fresh)
-            idle = 0 if left else int(self.settings.claim_idle * 1000)
-            claimed = yield self.store.command(
-                "XAUTOCLAIM", stream, GROUP, self.id, idle, "0-0", "COUNT", self.settings.batch)
-            if claimed and len(claimed) > 1:
-                # Read by the dead node but not answered: it may have delivered them already.
-                for entry_id, fields in self._entries([[stream, claimed[1]]]):
-                    fields["uncertain"] = b"1"
-                    entries.append((entry_id, fields))
-            for entry_id, fields in entries:
-                self._handle(stream, entry_id, fields)
+            entries: list[tuple[str, dict[str, bytes]]] = []
+            for _ in range(CLAIM_ROUNDS):  # a dead node's backlog is taken in batches, within one tick
+                fresh = yield self.store.command(
+                    "XREADGROUP", "GROUP", GROUP, self.id, "COUNT", self.settings.batch, "STREAMS", stream, ">")
+                batch = self._entries(fresh)
+                # XAUTOCLAIM also returns entries this node claimed earlier and is still working on
+                # (their idle time runs again): those are skipped, not worked on twice.
+                claimed = yield self.store.command(
+                    "XAUTOCLAIM", stream, GROUP, self.id, int(self.settings.claim_idle * 1000), "0-0",
+                    "COUNT", self.settings.batch)
+                if claimed and len(claimed) > 1:
+                    # Read by the dead node but not answered: it may have delivered them already.
+                    for entry_id, fields in self._entries([[stream, claimed[1]]]):
+                        if (stream, entry_id) in self._claiming:
+                            continue
+                        fields["uncertain"] = b"1"
+                        batch.append((entry_id, fields))
+                for entry_id, fields in batch:
+                    self._claiming.add((stream, entry_id))
+                    self._handle(stream, entry_id, fields)
+                entries += batch
+                if len(batch) < self.settings.batch:
+                    break
             if entries:
                 self.count("claimed", len(entries))
                 log.info("cluster node {node} took over {count} entries of dead node {dead}", node=self.id,

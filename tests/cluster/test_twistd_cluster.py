@@ -5,8 +5,9 @@
   component) keeps being notified after node A is killed with SIGKILL: node
   B takes the component over and notifies from the shared subscription;
 - the same Message-ID arriving at two nodes is delivered once;
-- 10,000 messages through node A to a PRIM user at node B, node A killed
-  with SIGKILL on the way: every message answered 200 was received, none twice;
+- 10,000 messages sent at once through node A to a PRIM user at node B,
+  node A (or B) killed with SIGKILL on the way: every message answered 200
+  was received, none twice;
 - Redis killed and restarted under load: /health says the store is down
   meanwhile, messages are answered with a failure (not accepted), and the
   node reconnects by itself.
@@ -134,13 +135,13 @@ class TwoNodeTests(ClusterTestCase):
 
     @inlineCallbacks
     def flood_and_kill(self, victim: str):  # type: ignore[no-untyped-def]
-        """dave at A sends 10,000 messages to carol at B, 200 outstanding at a time; ``victim`` is
-        SIGKILLed once 3,000 were answered 200.  Every message answered 200 must be at carol, once."""
+        """dave at A sends 10,000 messages to carol at B, all at once (10,000 in flight); ``victim``
+        is SIGKILLed once 1,000 were answered 200.  Every message answered 200 must be at carol, once."""
         yield self.start_node("A", holds_component=True)
         yield self.start_node("B")
         carol = yield self.prim_user("carol", "B")
         dave = yield self.prim_user("dave", "A", listen=False)
-        total, window = 10000, 200
+        total, window = 10000, 10000
         answered: set[str] = set()
         refused: collections.Counter[str] = collections.Counter()
         queue = iter(range(total))
@@ -160,7 +161,7 @@ class TwoNodeTests(ClusterTestCase):
                     return
                 if response.code == 200:
                     answered.add(message_id)
-                if len(answered) >= 3000 and not state["killed"]:
+                if len(answered) >= 1000 and not state["killed"]:
                     state["killed"] = True
                     self.kill(victim)
 
@@ -173,7 +174,7 @@ class TwoNodeTests(ClusterTestCase):
         duplicates = [i for i, n in collections.Counter(ids).items() if n > 1]
         self.assertEqual(duplicates, [])
         self.assertEqual(answered - set(ids), set())
-        self.assertGreaterEqual(len(answered), 3000)
+        self.assertGreaterEqual(len(answered), 1000)
         return answered, refused
 
     @inlineCallbacks

@@ -30,7 +30,7 @@ node = "{node}"
 heartbeat = 0.25
 node_timeout = 2.0
 claim_idle = 1.0
-forward_timeout = 10.0
+forward_timeout = 60.0
 sweep_interval = 0.5
 """
 
@@ -59,9 +59,9 @@ class ClusterTestCase(TestCase):
             xmpp_component_port=self.prosody.component_port, kamailio_port=free_udp_port(), name=f"node-{name}",
             extra=[('[store]\nkind = "sqlite"\npath = "three-networks.sqlite"\n',
                     f'[store]\nkind = "redis"\nurl = "{self.redis.url}"\nprefix = "e2e:"\n'),
-                   # one PRIM user agent sends thousands of messages a second: no per-address limit
+                   # one PRIM user agent sends thousands of messages a second, 10,000 at once: no per-address limit
                    ('users = { carol = "carolpw", dave = "davepw" }',
-                    'users = { carol = "carolpw", dave = "davepw" }\nmax_request_rate = 0')],
+                    'users = { carol = "carolpw", dave = "davepw" }\nmax_request_rate = 0\nmax_pending = 10000')],
             **ports)
         return text + CLUSTER_TIMINGS.format(node=name) + extra
 
