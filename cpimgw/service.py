@@ -645,7 +645,7 @@ def health(service: "GatewayService") -> list[str]:
         problems.append("gateway not running")
     if not getattr(service.bus, "running", False):
         problems.append("bus not running")
-    store_connected = getattr(service.store, "connected", None)
+    store_connected = getattr(getattr(service, "store", None), "connected", None)
     if callable(store_connected) and getattr(service.bus, "running", False):
         try:
             up = bool(store_connected())
