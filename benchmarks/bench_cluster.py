@@ -178,6 +178,18 @@ domains = ["sink.bench"]
 {extra}"""
 
 
+_USED_PORTS: set[int] = set()
+
+
+def sender_port() -> int:
+    """A free UDP port no other sipp of this run was given (the OS may hand one out twice)."""
+    while True:
+        port = free_udp_port()
+        if port not in _USED_PORTS:
+            _USED_PORTS.add(port)
+            return port
+
+
 def sipp_run(port: int, count: int, rate: int, workdir: str,
              outstanding: int = 32) -> subprocess.Popen:  # type: ignore[type-arg]
     os.makedirs(workdir, exist_ok=True)
@@ -185,7 +197,8 @@ def sipp_run(port: int, count: int, rate: int, workdir: str,
     with open(scenario, "w") as handle:
         handle.write(UAC_MESSAGE.format(domain="sink.bench"))
     argv = ["sipp", "-sf", scenario, f"127.0.0.1:{port}", "-s", "bob", "-i", "127.0.0.1",
-            "-p", str(free_udp_port()), "-m", str(count), "-r", str(rate), "-l", str(outstanding),
+            "-p", str(sender_port()), "-mp", str(sender_port()), "-m", str(count), "-r", str(rate),
+            "-l", str(outstanding),
             "-t", "u1", "-nostdin", "-timeout", f"{count // max(1, rate) + 60}s",
             "-trace_stat", "-stf", os.path.join(workdir, "stat.csv"), "-fd", "1"]
     return subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,11 +247,16 @@ def throughput(args: argparse.Namespace, workers: int, root: str) -> float:
             time.sleep(0.05)
         elapsed = time.monotonic() - started
         stats = [sipp_stats(os.path.join(workdir, f"run-{i}")) for i in range(args.senders)]
-        ok = sum(s.get("SuccessfulCall(C)", 0) for s in stats)
+        # sipp exits 0 only when every call of its run succeeded; its last periodic statistics line
+        # may predate the end, so an exit 0 counts the whole run.
+        ok = sum(per if process.returncode == 0 else s.get("SuccessfulCall(C)", 0)
+                 for process, s in zip(senders, stats))
         failed = sum(s.get("FailedCall(C)", 0) for s in stats)
         retrans = sum(s.get("Retransmissions(C)", 0) for s in stats)
         print(f"-- {workers} worker(s): {args.senders} sipp senders, {args.count} MESSAGEs at {args.rate}/s requested,"
               f" at most {args.outstanding} unanswered per sender")
+        codes = sorted({process.returncode for process in senders})
+        print(f"   sipp exit codes: {codes}")
         print(f"   answered 200: {ok}, failed: {failed}, retransmissions: {retrans}, wall {elapsed:.2f} s"
               f"  -> {ok / elapsed:.0f} messages/s")
         for pid in pids:
@@ -367,8 +385,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=8000)
-    parser.add_argument("--senders", type=int, default=16)
-    parser.add_argument("--outstanding", type=int, default=32,
+    parser.add_argument("--senders", type=int, default=64)
+    parser.add_argument("--outstanding", type=int, default=8,
                         help="unanswered MESSAGEs per sender at most (sipp -l): offered load follows capacity")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-failover", action="store_true")
