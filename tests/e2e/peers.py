@@ -53,9 +53,12 @@ PRIM_USERS = {"carol": "carolpw", "dave": "davepw"}
 def replace_each(text: str, replacements: Iterable[tuple[str, str]], source: str) -> str:
     """Replace each ``old`` by ``new`` in ``text``; every ``old`` must be there (the example file is checked)."""
     for old, new in replacements:
-        if old not in text:
+        # "port = 5060" must not match inside "port = 50601", a free port an earlier
+        # replacement wrote: an ``old`` that ends in a digit is not followed by one.
+        pattern = re.compile(re.escape(old) + (r"(?!\d)" if old[-1:].isdigit() else ""))
+        text, count = pattern.subn(lambda _match: new, text)
+        if not count:
             raise AssertionError(f"{source} no longer contains {old!r}: update tests/e2e/peers.py with it")
-        text = text.replace(old, new)
     return text
 
 
