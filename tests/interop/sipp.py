@@ -106,8 +106,11 @@ class SippProcess:
             handle.write(scenario)
         self.ended: Deferred = Deferred()
         self.protocol = _Collect(self.ended)
+        # sipp binds a media port (default 6000) even for MESSAGE scenarios: two sipps at
+        # once (or any other process on 6000) made it exit 254 before its first request.
+        media = [] if "-mp" in args else ["-mp", str(free_port())]
         argv = [path, "-sf", scenario_path, "-nostdin", "-trace_err", "-error_file",
-                os.path.join(workdir, "errors.log"), *args]
+                os.path.join(workdir, "errors.log"), *media, *args]
         self.process = reactor.spawnProcess(self.protocol, path, argv, env={"PATH": "/usr/bin:/bin"}, path=workdir)
         self._killer = reactor.callLater(timeout, self.stop)
         self.ended.addBoth(self._cancel_killer)
